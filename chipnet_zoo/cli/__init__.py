@@ -1,0 +1,59 @@
+"""The ``chipnet-zoo`` command line. Each command group lives in its own module and exposes
+``register(subparsers)``; this entry only wires them together and funnels errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from .. import constants
+from .._version import __version__
+from ..errors import ChipNetZooError
+
+#: Command modules, in the order their commands appear in ``--help``.
+COMMAND_MODULES = ("runs", "registry", "transfer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chipnet-zoo",
+        description="Budget-exact ChipNet pruning, a mask registry (local or Hugging Face Hub) and mask transfer.",
+    )
+    parser.add_argument("--version", action="version", version=f"chipnet-zoo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ChipNetZooError, FileNotFoundError, ValueError) as exc:
+        if constants.CHIPNET_DEBUG:
+            traceback.print_exc()
+        print(f"chipnet-zoo {args.command}: error: {exc}", file=sys.stderr)
+        if not constants.CHIPNET_DEBUG:
+            print("(set CHIPNET_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

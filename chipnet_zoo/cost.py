@@ -1,0 +1,138 @@
+"""The cost model: channels, activation volume, parameters and FLOPs (MACs) as fractions of the
+dense model, computed from per-channel keep values.
+
+``keep`` is a vector over the model's global channel indices (see :mod:`chipnet_zoo.groups`):
+soft keep values in (0, 1) during the pruning phase (differentiable), or a 0/1 mask. With a 0/1
+mask the counts are exactly those of the physically slimmed model (``params`` = Σ numel of its
+parameters, ``flops`` = its conv + linear multiply-accumulates).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .budget import BUDGET_KINDS
+from .groups import CONV_TYPES, ChannelGraph
+
+
+class CostModel:
+    """Vectorised resource counts of a :class:`~chipnet_zoo.groups.ChannelGraph`."""
+
+    def __init__(self, graph: ChannelGraph):
+        self.graph = graph
+        layers = graph.layers
+        self.num_layers = len(layers)
+
+        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+        # (layer position, global channel) pairs for outputs and inputs
+        self._out_seg = cat([torch.full((len(x.out_global),), i, dtype=torch.long) for i, x in enumerate(layers)])
+        self._out_idx = cat([x.out_global for x in layers])
+        self._in_seg = cat([torch.full((len(x.in_global),), i, dtype=torch.long) for i, x in enumerate(layers)])
+        self._in_idx = cat([x.in_global for x in layers])
+        f64 = torch.float64
+        # the channels no group touches stay constant
+        self._out_const = torch.tensor([x.out_channels - len(x.out_global) for x in layers], dtype=f64)
+        self._in_const = torch.tensor([x.in_channels - len(x.in_global) for x in layers], dtype=f64)
+        kind = [x.kind for x in layers]
+        is_mac = torch.tensor([k in ("conv", "linear") for k in kind])
+        self._is_bn = torch.tensor([k == "bn" for k in kind])
+        self._depthwise = torch.tensor([x.depthwise for x in layers])
+        # weights per (out, in) pair: kernel size for convs, 1 for linear; 0 for BN
+        self._kernel = torch.tensor([x.kernel if k != "bn" else 0 for x, k in zip(layers, kind)], dtype=f64)
+        # grouped (depthwise) convs: in-channels per group stay fixed
+        self._in_per_group = torch.tensor(
+            [x.in_channels // x.conv_groups if k == "conv" else 0 for x, k in zip(layers, kind)], dtype=f64)
+        self._bias = torch.tensor([float(x.has_bias) for x in layers], dtype=f64)
+        self._bn_affine = torch.tensor([2.0 * (k == "bn" and x.affine) for x, k in zip(layers, kind)], dtype=f64)
+        self._area = torch.tensor([x.area for x in layers], dtype=f64)
+        # layers whose outputs count for the channel/volume ratios: every conv/linear but the classifier
+        self._counted = is_mac & ~torch.tensor([x.is_classifier for x in layers])
+        self._is_mac = is_mac
+        self.other_params = float(graph.other_params)
+        self._cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+        ones = torch.ones(graph.num_channels, dtype=f64)
+        self.dense = self.counts(ones)
+
+    def _consts(self, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The index/constant tensors on ``ref``'s device, floats in ``ref``'s dtype (cached)."""
+        key = (ref.device, ref.dtype)
+        if key not in self._cache:
+            self._cache[key] = {
+                name: value.to(device=ref.device, dtype=ref.dtype if value.is_floating_point() else value.dtype)
+                for name, value in vars(self).items() if isinstance(value, torch.Tensor)
+            }
+        return self._cache[key]
+
+    def layer_counts(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept output and input channels of every layer (soft or hard)."""
+        c = self._consts(keep)
+        n_out = c["_out_const"].index_add(0, c["_out_seg"], keep[c["_out_idx"]])
+        n_in = c["_in_const"].index_add(0, c["_in_seg"], keep[c["_in_idx"]])
+        return n_out, n_in
+
+    def counts(self, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Absolute channels, volume, params and MACs for the keep vector."""
+        c = self._consts(keep)
+        n_out, n_in = self.layer_counts(keep)
+        # depthwise convs keep one input per output; other convs/linears use the kept inputs
+        in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in)
+        weights = n_out * in_eff * c["_kernel"]
+        params = (weights + c["_bias"] * n_out + c["_bn_affine"] * n_out).sum() + self.other_params
+        macs = (weights * c["_area"])[c["_is_mac"]].sum()
+        counted = n_out[c["_counted"]]
+        return {
+            "channels": counted.sum(),
+            "volume": (counted * c["_area"][c["_counted"]]).sum(),
+            "params": params,
+            "flops": macs,
+        }
+
+    def ratios(self, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The four ratios (kept / dense) for the keep vector."""
+        counts = self.counts(keep)
+        return {k: counts[k] / self.dense[k].to(counts[k]) for k in BUDGET_KINDS}
+
+    def ratio(self, kind: str, keep: torch.Tensor) -> torch.Tensor:
+        return self.ratios(keep)[kind]
+
+    def hard_ratios(self, mask: torch.Tensor) -> dict[str, float]:
+        """Exact ratios of a boolean mask (float64)."""
+        return {k: float(v) for k, v in self.ratios(mask.to(torch.float64)).items()}
+
+    def hard_counts(self, mask: torch.Tensor) -> dict[str, int]:
+        """Exact absolute counts of a boolean mask (what the slimmed model measures)."""
+        return {k: int(round(float(v))) for k, v in self.counts(mask.to(torch.float64)).items()}
+
+
+def measure_params_macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    """Parameters (Σ numel) and conv + linear multiply-accumulates per sample, measured by hooks.
+
+    This is independent of :class:`CostModel` and is how tests and ``eval`` check it.
+    """
+    macs = 0
+
+    def hook(module: nn.Module, inputs, output) -> None:
+        nonlocal macs
+        per_sample = output.numel() // output.shape[0]
+        if isinstance(module, CONV_TYPES):
+            k = 1
+            for s in module.kernel_size:
+                k *= s
+            macs += per_sample * (module.in_channels // module.groups) * k
+        else:
+            macs += per_sample * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CONV_TYPES + (nn.Linear,))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return sum(p.numel() for p in model.parameters()), macs

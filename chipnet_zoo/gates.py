@@ -1,0 +1,224 @@
+"""ChipNet gates: the gate math, the schedules, and how gates act on a model.
+
+Gate math (the authors' code, see DESIGN §3.3): a latent ψ per channel, ψ ~ U(0, 0.01);
+z̃ = σ(β·ψ) (logistic); z = 1 − exp(−γ·z̃) + z̃·exp(−γ) (continuous Heaviside);
+crispness = mean over all gates of (z − z̃)²; soft keep count σ(s·(z − 0.5)).
+
+Where gates act (DESIGN §3.2): a pruned channel must be zero wherever it *enters* a conv or linear
+layer. So each consumer layer's weight is scaled by the gate of every input channel it reads —
+``conv(x, W · g_in) == conv(x · g_in, W)`` — which costs a multiply on the (small) weight instead of
+on the activation. With 0/1 gates the masked model computes exactly what the slimmed model does,
+for every architecture (pre-activation and concatenating ones included).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .groups import CONV_TYPES, ChannelGraph
+
+#: Name of the gate submodule added to a gated model.
+GATES_ATTR = "chipnet_gates"
+
+
+# --- gate math -----------------------------------------------------------------------------------
+def logistic(psi: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """z̃ = σ(β·ψ)."""
+    return torch.sigmoid(beta * psi)
+
+
+def heaviside(z_tilde: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+    """Continuous Heaviside z = 1 − exp(−γ·z̃) + z̃·exp(−γ); 0 ↦ 0, 1 ↦ 1, increasing."""
+    gamma = torch.as_tensor(gamma, dtype=z_tilde.dtype, device=z_tilde.device)
+    return 1.0 - torch.exp(-gamma * z_tilde) + z_tilde * torch.exp(-gamma)
+
+
+def crispness_loss(z: torch.Tensor, z_tilde: torch.Tensor) -> torch.Tensor:
+    """mean((z − z̃)²) over all gates: zero only when every gate is exactly 0 or 1."""
+    return ((z - z_tilde) ** 2).mean()
+
+
+def soft_keep(z: torch.Tensor, steepness: float | torch.Tensor) -> torch.Tensor:
+    """Differentiable 'is this channel kept' value σ(s·(z − 0.5))."""
+    return torch.sigmoid(steepness * (z - 0.5))
+
+
+@dataclass(frozen=True)
+class GateSchedule:
+    """β, γ and the soft-count steepness s as functions of training progress.
+
+    The authors' values are per epoch of a 20-epoch run (β: 1 → +0.02/epoch, cap 6; γ: 2 → ×√2/epoch,
+    cap 256; s: 10 → +5/epoch, cap 60). Here they are functions of *reference epochs*
+    ``e = reference_epochs × (fraction of the run done)``, so a run of any length (or dataset size) passes
+    through the same schedule; with ``epochs == reference_epochs`` they equal the authors' per-epoch values.
+    """
+
+    beta0: float = 1.0
+    beta_step: float = 0.02
+    beta_max: float = 6.0
+    gamma0: float = 2.0
+    gamma_factor: float = math.sqrt(2.0)
+    gamma_max: float = 256.0
+    steepness0: float = 10.0
+    steepness_step: float = 5.0
+    steepness_max: float = 60.0
+    reference_epochs: float = 20.0
+
+    def beta(self, e: float) -> float:
+        return min(self.beta_max, self.beta0 + self.beta_step * e)
+
+    def gamma(self, e: float) -> float:
+        return min(self.gamma_max, self.gamma0 * self.gamma_factor ** e)
+
+    def steepness(self, e: float) -> float:
+        return min(self.steepness_max, self.steepness0 + self.steepness_step * e)
+
+    def reference_epoch(self, done: float, total: float) -> float:
+        """Reference epochs elapsed after ``done`` of ``total`` units (epochs or steps) of a run."""
+        return self.reference_epochs * done / max(total, 1e-12)
+
+
+# --- gate modules --------------------------------------------------------------------------------
+class _GateBase(nn.Module):
+    """Holds, per consumer layer, which global channel each input channel is (``-1`` slot = always 1)."""
+
+    def __init__(self, graph: ChannelGraph):
+        super().__init__()
+        self.num_channels = graph.num_channels
+        index, self.slices = [], {}
+        start = 0
+        for layer in graph.consumers():
+            full = torch.full((layer.in_channels,), graph.num_channels, dtype=torch.long)  # the constant-1 slot
+            full[layer.in_local] = layer.in_global
+            index.append(full)
+            self.slices[layer.name] = (start, start + layer.in_channels)
+            start += layer.in_channels
+        self.register_buffer("consumer_index", torch.cat(index) if index else torch.empty(0, dtype=torch.long),
+                             persistent=False)
+        self._gathered: torch.Tensor | None = None
+
+    def values(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        # per-forward tensors carry autograd history and cannot be deep-copied; they are recomputed anyway
+        state = dict(self.__dict__)
+        for key in ("_gathered", "last_z", "last_z_tilde"):
+            if key in state:
+                state[key] = None
+        return state
+
+    def refresh(self) -> None:
+        """Compute this forward pass's gate per consumer input channel (one gather for all layers)."""
+        z = self.values()
+        ext = torch.cat([z, z.new_ones(1)])
+        self._gathered = ext[self.consumer_index]
+
+    def input_gate(self, name: str) -> torch.Tensor:
+        if self._gathered is None:
+            self.refresh()
+        start, end = self.slices[name]
+        return self._gathered[start:end]
+
+
+class ChipNetGates(_GateBase):
+    """Learnable gates: ψ per channel, β/γ/s as buffers (so they are saved and synced)."""
+
+    def __init__(self, graph: ChannelGraph, init_scale: float = 0.01, schedule: GateSchedule | None = None):
+        super().__init__(graph)
+        schedule = schedule or GateSchedule()
+        self.psi = nn.Parameter(torch.rand(graph.num_channels) * init_scale)
+        self.register_buffer("beta", torch.tensor(schedule.beta0))
+        self.register_buffer("gamma", torch.tensor(schedule.gamma0))
+        self.register_buffer("steepness", torch.tensor(schedule.steepness0))
+        self.fixed: torch.Tensor | None = None  # a 0/1 vector overrides the soft gates (hard validation)
+        self.last_z: torch.Tensor | None = None
+        self.last_z_tilde: torch.Tensor | None = None
+
+    def z_tilde(self) -> torch.Tensor:
+        return logistic(self.psi, self.beta)
+
+    def z(self) -> torch.Tensor:
+        return heaviside(self.z_tilde(), self.gamma)
+
+    def values(self) -> torch.Tensor:
+        if self.fixed is not None:
+            return self.fixed.to(self.psi)
+        self.last_z_tilde = self.z_tilde()
+        self.last_z = heaviside(self.last_z_tilde, self.gamma)
+        return self.last_z
+
+
+class FixedGates(_GateBase):
+    """0/1 gates of a hard mask (``Mask.apply``)."""
+
+    def __init__(self, graph: ChannelGraph, keep: torch.Tensor):
+        super().__init__(graph)
+        self.register_buffer("keep", keep.to(torch.float32).clone())
+
+    def values(self) -> torch.Tensor:
+        return self.keep
+
+
+# --- attaching gates to a model -------------------------------------------------------------------
+class _GatedForward:
+    """Replaces a consumer's ``forward``: the weight is scaled by the gate of each input channel."""
+
+    def __init__(self, module: nn.Module, gates: _GateBase, name: str):
+        self.module, self.gates, self.name = module, gates, name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m, g = self.module, self.gates.input_gate(self.name)
+        w = m.weight * g.view(1, -1, *([1] * (m.weight.dim() - 2))).to(m.weight.dtype)
+        if isinstance(m, CONV_TYPES):
+            return m._conv_forward(x, w, m.bias)
+        return F.linear(x, w, m.bias)
+
+
+class _RefreshGates:
+    """Root forward pre-hook: recompute the gates once per forward pass."""
+
+    def __init__(self, gates: _GateBase):
+        self.gates = gates
+
+    def __call__(self, module: nn.Module, args):
+        self.gates.refresh()
+
+
+def attach_gates(model: nn.Module, gates: _GateBase, graph: ChannelGraph) -> nn.Module:
+    """Gate ``model`` in place (removing gates it already has) and return it."""
+    detach_gates(model)
+    model.add_module(GATES_ATTR, gates)
+    modules = dict(model.named_modules())
+    for layer in graph.consumers():
+        module = modules[layer.name]
+        module.forward = _GatedForward(module, gates, layer.name)
+    model.register_forward_pre_hook(_RefreshGates(gates))
+    return model
+
+
+def detach_gates(model: nn.Module) -> nn.Module:
+    """Remove every gate from ``model`` in place; it becomes the plain model again."""
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), _GatedForward):
+            del module.forward
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, _RefreshGates):
+                del module._forward_pre_hooks[key]
+    if isinstance(getattr(model, GATES_ATTR, None), _GateBase):
+        delattr(model, GATES_ATTR)
+    return model
+
+
+def has_gates(model: nn.Module) -> bool:
+    """Whether any chipnet-zoo gate is attached anywhere in ``model``."""
+    return any(
+        isinstance(m, _GateBase) or isinstance(m.__dict__.get("forward"), _GatedForward)
+        or any(isinstance(h, _RefreshGates) for h in m._forward_pre_hooks.values())
+        for m in model.modules()
+    )

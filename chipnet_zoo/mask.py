@@ -1,0 +1,310 @@
+"""``Mask``: a learned channel mask as a portable artifact (safetensors + metadata, DESIGN §4).
+
+Tensors per channel group (named after the group's root layer, e.g. ``layer1.0.conv1``):
+``mask/<group>`` (bool ``[C]``, kept channels) and ``score/<group>`` (float32 ``[C]``, the gate values z
+or a baseline's scores, so the mask can be re-thresholded to another budget). Metadata keys are
+namespaced ``chipnet_zoo.*``; structured values are JSON strings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import constants
+from ._version import __version__
+from .budget import Budget
+from .errors import MaskFormatError, MaskMismatchError
+
+#: Metadata values stored as plain strings; every other key is stored as JSON.
+_STRING_KEYS = {"format_version", "arch", "dataset", "budget_type", "method", "library_version",
+                "torch_version", "created"}
+_REQUIRED_KEYS = ("format_version", "arch", "structure")
+
+
+def _example_input(model: nn.Module, metadata: Mapping[str, Any],
+                   example_input: torch.Tensor | None) -> torch.Tensor:
+    if example_input is not None:
+        return example_input
+    shape = getattr(model, "default_input_size", None) or metadata.get("input_size")
+    if not shape:
+        raise ValueError("pass example_input=: the model has no default_input_size and the mask no input_size")
+    device = next(model.parameters()).device
+    return torch.randn(1, *shape, device=device)
+
+
+class Mask:
+    """Per-group kept channels and scores of one model, plus metadata.
+
+    Example:
+        >>> import torch, chipnet_zoo as cz
+        >>> model = cz.create_model("resnet20", num_classes=10)
+        >>> mask = cz.ChipNetPruner(model, "params:0.5", example_input=torch.randn(1, 3, 32, 32)).mask()
+        >>> small = mask.slim(model)
+        >>> sum(p.numel() for p in small.parameters()) <= 0.5 * sum(p.numel() for p in model.parameters())
+        True
+    """
+
+    def __init__(self, keep: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, Any]):
+        self.keep = {name: torch.as_tensor(v).to(torch.bool).flatten().clone() for name, v in keep.items()}
+        self.scores = {name: torch.as_tensor(v).to(torch.float32).flatten().clone() for name, v in scores.items()}
+        self.metadata = dict(metadata)
+        self.metadata.setdefault("format_version", constants.MASK_FORMAT_VERSION)
+        self.metadata.setdefault("structure", [[n, int(v.numel())] for n, v in self.keep.items()])
+        self._validate()
+
+    # --- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_vectors(cls, graph, keep: torch.Tensor, scores: torch.Tensor, **metadata: Any) -> Mask:
+        """Build from global keep/score vectors over a :class:`~chipnet_zoo.groups.ChannelGraph`."""
+        keep, scores = keep.detach().cpu(), scores.detach().cpu()
+        meta = {
+            "format_version": constants.MASK_FORMAT_VERSION,
+            "structure": [[n, s] for n, s in graph.structure],
+            "input_size": list(graph.input_shape),
+            "library_version": __version__,
+            "torch_version": torch.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        meta.update(metadata)
+        return cls({g.name: keep[g.indices] for g in graph.groups},
+                   {g.name: scores[g.indices] for g in graph.groups}, meta)
+
+    def with_metadata(self, **updates: Any) -> Mask:
+        """A copy with metadata keys updated (``None`` removes a key)."""
+        meta = dict(self.metadata)
+        for key, value in updates.items():
+            if value is None:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+        return Mask(self.keep, self.scores, meta)
+
+    def _validate(self) -> None:
+        for key in _REQUIRED_KEYS:
+            if key not in self.metadata:
+                raise MaskFormatError(f"mask metadata lacks {key!r}")
+        version = str(self.metadata["format_version"])
+        if version.split(".")[0] != constants.MASK_FORMAT_VERSION.split(".")[0]:
+            raise MaskFormatError(
+                f"mask format version {version} is not supported by chipnet-zoo {__version__} "
+                f"(reads major version {constants.MASK_FORMAT_VERSION.split('.')[0]})")
+        structure = self.structure
+        if [n for n, _ in structure] != list(self.keep) or set(self.keep) != set(self.scores):
+            raise MaskFormatError("mask tensors do not match the group list in its metadata")
+        for name, size in structure:
+            if self.keep[name].numel() != size or self.scores[name].numel() != size:
+                raise MaskFormatError(f"group {name!r}: expected {size} channels in mask and scores")
+            if not bool(self.keep[name].any()):
+                raise MaskFormatError(f"group {name!r} keeps no channel")
+
+    # --- properties ------------------------------------------------------------------------------
+    @property
+    def structure(self) -> list[tuple[str, int]]:
+        return [(str(n), int(s)) for n, s in self.metadata["structure"]]
+
+    @property
+    def arch(self) -> str:
+        return str(self.metadata["arch"])
+
+    @property
+    def budget(self) -> Budget | None:
+        if "budget_type" in self.metadata and "budget" in self.metadata:
+            return Budget(self.metadata["budget_type"], float(self.metadata["budget"]))
+        return None
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """The four hard ratios (``channels``, ``volume``, ``params``, ``flops``) on the source model."""
+        return dict(self.metadata.get("ratios", {}))
+
+    def kept(self) -> dict[str, int]:
+        """Kept channels per group."""
+        return {name: int(v.sum()) for name, v in self.keep.items()}
+
+    def keep_vector(self) -> torch.Tensor:
+        return torch.cat(list(self.keep.values()))
+
+    def score_vector(self) -> torch.Tensor:
+        return torch.cat(list(self.scores.values()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return (self.metadata == other.metadata and self.keep.keys() == other.keep.keys()
+                and all(torch.equal(self.keep[k], other.keep[k]) for k in self.keep)
+                and all(torch.equal(self.scores[k], other.scores[k]) for k in self.scores))
+
+    def __repr__(self) -> str:
+        kept, total = int(self.keep_vector().sum()), self.keep_vector().numel()
+        ratios = ", ".join(f"{k}={v:.4f}" for k, v in self.ratios.items())
+        return (f"Mask(arch={self.metadata.get('arch')!r}, dataset={self.metadata.get('dataset')!r}, "
+                f"budget={self.budget}, kept={kept}/{total} channels, {ratios})")
+
+    def summary(self) -> str:
+        lines = [repr(self)]
+        lines += [f"  {name}: {self.kept()[name]}/{size}" for name, size in self.structure]
+        return "\n".join(lines)
+
+    # --- using the mask on a model ----------------------------------------------------------------
+    def _graph_for(self, model: nn.Module, example_input: torch.Tensor):
+        from .groups import build_channel_graph
+
+        graph = build_channel_graph(model, example_input)
+        self.check_fits(graph.structure, arch=getattr(model, "arch_name", None))
+        return graph
+
+    def check_fits(self, structure: list[tuple[str, int]], arch: str | None = None) -> None:
+        """Raise :class:`MaskMismatchError` naming the first group where ``structure`` differs."""
+        mine = self.structure
+        where = f" (mask for {self.arch!r}, model {arch!r})" if arch and arch != self.arch else ""
+        for i, (a, b) in enumerate(zip(mine, structure)):
+            if tuple(a) != tuple(b):
+                raise MaskMismatchError(
+                    f"mask does not fit this model{where}: group #{i} is {a[0]!r} with {a[1]} channels in the "
+                    f"mask but {b[0]!r} with {b[1]} channels in the model")
+        if len(mine) != len(structure):
+            first = mine[len(structure)][0] if len(mine) > len(structure) else structure[len(mine)][0]
+            raise MaskMismatchError(
+                f"mask does not fit this model{where}: {len(mine)} groups in the mask, {len(structure)} in the "
+                f"model (first unmatched group {first!r})")
+
+    def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
+        """Gate ``model`` in place with this mask's fixed 0/1 gates and return it.
+
+        ``model`` must be of the same architecture (any class count, input size or channels).
+        """
+        from .gates import FixedGates, attach_gates
+
+        graph = self._graph_for(model, _example_input(model, self.metadata, example_input))
+        device = next(model.parameters()).device
+        return attach_gates(model, FixedGates(graph, self.keep_vector()).to(device), graph)
+
+    def slim(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
+        """A new, physically smaller plain ``nn.Module``: ``model`` with the pruned channels removed.
+
+        ``model`` is not modified; gates attached to it are not carried over.
+        """
+        from .gates import detach_gates
+        from .slim import slim_model
+
+        x = _example_input(model, self.metadata, example_input)
+        plain = detach_gates(_shallow_plain_copy(model))
+        graph = self._graph_for(plain, x)
+        return slim_model(plain, graph, self.keep_vector(), x)
+
+    def rethreshold(self, budget: Budget | str, model: nn.Module | None = None,
+                    example_input: torch.Tensor | None = None) -> Mask:
+        """A new mask from this mask's scores, thresholded at ``budget`` on ``model``.
+
+        ``model`` defaults to a fresh instance of the mask's architecture (``create_model``) with the
+        mask's class count and input size; pass a student model to count costs on its own input size.
+        """
+        from .cost import CostModel
+        from .models import create_model
+        from .threshold import threshold_scores
+
+        budget = Budget.parse(budget)
+        if model is None:
+            in_size = self.metadata.get("input_size") or [3, 32, 32]
+            model = create_model(self.arch, num_classes=int(self.metadata.get("num_classes", 10)),
+                                 in_chans=int(in_size[0]))
+        x = _example_input(model, self.metadata, example_input)
+        graph = self._graph_for(model, x)
+        cost = CostModel(graph)
+        keep = threshold_scores(self.score_vector(), cost, budget)
+        meta = {k: v for k, v in self.metadata.items() if k not in ("ratios", "budget_type", "budget", "created")}
+        return Mask.from_vectors(graph, keep, self.score_vector(), **{
+            **meta, "input_size": list(graph.input_shape), "budget_type": budget.kind, "budget": budget.value,
+            "ratios": cost.hard_ratios(keep)})
+
+    # --- files ------------------------------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"mask/{n}": v.contiguous() for n, v in self.keep.items()}
+        out.update({f"score/{n}": v.contiguous() for n, v in self.scores.items()})
+        return out
+
+    def _encoded_metadata(self) -> dict[str, str]:
+        ns = constants.METADATA_NAMESPACE
+        return {ns + k: (str(v) if k in _STRING_KEYS else json.dumps(v, sort_keys=True))
+                for k, v in self.metadata.items()}
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes of the safetensors file."""
+        from safetensors.torch import save
+
+        return save(self._tensors(), metadata=self._encoded_metadata())
+
+    def save(self, path: str | Path) -> Path:
+        """Write the mask as a safetensors file (atomically) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Mask:
+        """Parse the bytes of a mask file. Raises :class:`MaskFormatError` on anything malformed."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        try:
+            tensors = load(bytes(data))
+            header_len = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8:8 + header_len])
+        except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as exc:
+            raise MaskFormatError(f"not a valid mask file (corrupt or truncated safetensors): {exc}") from None
+        raw = header.get("__metadata__") or {}
+        ns = constants.METADATA_NAMESPACE
+        metadata: dict[str, Any] = {}
+        for key, value in raw.items():
+            if not key.startswith(ns):
+                continue
+            name = key[len(ns):]
+            try:
+                metadata[name] = value if name in _STRING_KEYS else json.loads(value)
+            except json.JSONDecodeError:
+                raise MaskFormatError(f"metadata {key!r} is not valid JSON") from None
+        if "format_version" not in metadata:
+            raise MaskFormatError("not a chipnet-zoo mask file (no chipnet_zoo.format_version metadata)")
+        keep, scores = {}, {}
+        for name in tensors:
+            kind, _, group = name.partition("/")
+            if kind not in ("mask", "score"):
+                raise MaskFormatError(f"unexpected tensor {name!r} in mask file")
+        for group, _size in [(str(n), s) for n, s in metadata.get("structure", [])]:
+            if f"mask/{group}" not in tensors or f"score/{group}" not in tensors:
+                raise MaskFormatError(f"mask file lacks the tensors of group {group!r}")
+            keep[group] = tensors[f"mask/{group}"]
+            scores[group] = tensors[f"score/{group}"]
+        if tensors and len(keep) * 2 != len(tensors):
+            raise MaskFormatError("mask file holds tensors of groups that are not in its structure")
+        return cls(keep, scores, metadata)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Mask:
+        """Read a mask file (safetensors only; nothing in it can run code)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"mask file not found: {path}")
+        return cls.from_bytes(path.read_bytes())
+
+
+def _shallow_plain_copy(model: nn.Module) -> nn.Module:
+    """``model`` itself when it carries no gates, else a deep copy without them."""
+    from .gates import has_gates
+
+    if not has_gates(model):
+        return model
+    import copy
+
+    return copy.deepcopy(model)

@@ -1,0 +1,48 @@
+"""Physical slimming: a new, smaller ``nn.Module`` with the pruned channels removed.
+
+Torch-Pruning's dependency graph removes each group's pruned channels from every layer that holds
+them (conv/linear weights, BN statistics, concatenation offsets), on a deep copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .gates import detach_gates
+from .groups import ChannelGraph
+
+
+def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
+               example_input: torch.Tensor) -> nn.Module:
+    """Return a slimmed deep copy of ``model``; ``model`` itself is not modified.
+
+    Args:
+        model: the model ``graph`` was built from (gates, if attached, are dropped from the copy).
+        graph: its channel graph.
+        keep: boolean keep-mask over the graph's global channels (every group keeps >= 1 channel).
+        example_input: an input the model accepts (used to trace the copy).
+    """
+    import torch_pruning as tp
+
+    slim = detach_gates(copy.deepcopy(model))
+    modules = dict(slim.named_modules())
+    was_training = slim.training
+    slim.eval()
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(
+            slim, example_inputs=example_input.to(next(slim.parameters()).device), verbose=False)
+    keep = keep.to("cpu", torch.bool)
+    for group in graph.groups:
+        pruned = torch.nonzero(~keep[group.indices]).flatten().tolist()
+        if not pruned:
+            continue
+        if len(pruned) == group.size:
+            raise ValueError(f"group {group.name!r} would lose all {group.size} channels")
+        root = modules[group.name]
+        fn = dg.get_pruner_of_module(root).prune_out_channels
+        dg.get_pruning_group(root, fn, pruned).prune()
+    slim.train(was_training)
+    return slim
