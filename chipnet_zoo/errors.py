@@ -62,6 +62,10 @@ class EntryNotFoundError(RegistryError, FileNotFoundError):
     """A key that the registry does not hold."""
 
 
+class EntryExistsError(RegistryError, FileExistsError):
+    """A push to a key that already holds a different file (pass ``overwrite=True`` to replace it)."""
+
+
 class RegistryNotFoundError(RegistryError, FileNotFoundError):
     """A registry location (folder or Hub repo) that does not exist."""
 

@@ -237,10 +237,10 @@ class Mask:
                 for k, v in self.metadata.items()}
 
     def to_bytes(self) -> bytes:
-        """The exact bytes of the safetensors file."""
+        """The exact bytes of the safetensors file (deterministic: the same mask gives the same bytes)."""
         from safetensors.torch import save
 
-        return save(self._tensors(), metadata=self._encoded_metadata())
+        return _canonical_header(save(self._tensors(), metadata=self._encoded_metadata()))
 
     def save(self, path: str | Path) -> Path:
         """Write the mask as a safetensors file (atomically) and return the path."""
@@ -297,6 +297,18 @@ class Mask:
         if not path.is_file():
             raise FileNotFoundError(f"mask file not found: {path}")
         return cls.from_bytes(path.read_bytes())
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite a safetensors header with its metadata sorted by key (safetensors writes it in hash
+    order, so two saves of the same mask would otherwise differ)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None) or {}
+    ordered = {"__metadata__": dict(sorted(meta.items())), **header}
+    raw = json.dumps(ordered, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
 
 
 def _shallow_plain_copy(model: nn.Module) -> nn.Module:

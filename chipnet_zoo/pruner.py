@@ -144,7 +144,7 @@ class ChipNetPruner:
         device = next(self.model.parameters()).device
         is_main = accelerator is None or accelerator.is_main_process
         kind, target = self.budget.kind, self.budget.value
-        gates, schedule = self.gates, self.schedule
+        gates = self.gates
         self._set_schedule(self.epoch, epochs)
 
         bar = tqdm(range(self.epoch, epochs), desc="pruning", disable=not (progress and is_main),
@@ -155,11 +155,9 @@ class ChipNetPruner:
             gates.fixed = None
             sums = {"loss": 0.0, "ce": 0.0, "budget_loss": 0.0, "crispness": 0.0}
             n = 0
-            used = {"beta": float(gates.beta), "gamma": float(gates.gamma)}
             batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and is_main))
             for step, (images, labels) in enumerate(batches):
-                e_ref = schedule.reference_epoch(epoch * steps_per_epoch + step, total_steps)
-                gates.steepness.fill_(schedule.steepness(e_ref))
+                self._set_schedule(epoch * steps_per_epoch + step, total_steps)
                 if accelerator is None:
                     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 logits = model(images)
@@ -177,7 +175,8 @@ class ChipNetPruner:
                 for key, value in (("loss", loss), ("ce", ce), ("budget_loss", budget_loss), ("crispness", crisp)):
                     sums[key] += float(value.detach())
                 n += 1
-            record: dict[str, Any] = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, **used}
+            record: dict[str, Any] = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()},
+                                      "beta": float(gates.beta), "gamma": float(gates.gamma)}
             record.update(self._end_of_epoch(model, val_loader, accelerator))
             record["steepness"] = float(gates.steepness)
             record["seconds"] = time.perf_counter() - start
@@ -194,8 +193,10 @@ class ChipNetPruner:
             self.model.load_state_dict(self.best["state"])
         return self.history
 
-    def _set_schedule(self, epochs_done: int, epochs: int) -> None:
-        e_ref = self.schedule.reference_epoch(epochs_done, epochs)
+    def _set_schedule(self, done: float, total: float) -> None:
+        """Set β, γ and s for the point ``done / total`` of the run (updated every step, so that a
+        short run passes through the schedule smoothly rather than in large per-epoch jumps)."""
+        e_ref = self.schedule.reference_epoch(done, total)
         self.gates.beta.fill_(self.schedule.beta(e_ref))
         self.gates.gamma.fill_(self.schedule.gamma(e_ref))
         self.gates.steepness.fill_(self.schedule.steepness(e_ref))
