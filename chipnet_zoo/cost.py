@@ -90,6 +90,30 @@ class CostModel:
             "flops": macs,
         }
 
+    def marginal(self, keep: torch.Tensor, kind: str) -> torch.Tensor:
+        """Exact increase of ``kind``'s count when each single channel is added to ``keep``.
+
+        Counts are bilinear in the keep vector, so these are exact one at a time (adding several
+        channels together can cost slightly more: their in/out products interact).
+        """
+        c = self._consts(keep)
+        n_out, n_in = self.layer_counts(keep)
+        in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in)
+        if kind == "channels":
+            per_out, per_in = c["_counted"].to(keep.dtype), None
+        elif kind == "volume":
+            per_out, per_in = c["_counted"].to(keep.dtype) * c["_area"], None
+        elif kind == "params":
+            per_out = c["_kernel"] * in_eff + c["_bias"] + c["_bn_affine"]
+            per_in = c["_kernel"] * n_out
+        else:  # flops
+            mac = c["_is_mac"].to(keep.dtype) * c["_area"] * c["_kernel"]
+            per_out, per_in = mac * in_eff, mac * n_out
+        delta = torch.zeros_like(keep).index_add(0, c["_out_idx"], per_out[c["_out_seg"]])
+        if per_in is not None:
+            delta = delta.index_add(0, c["_in_idx"], per_in[c["_in_seg"]])
+        return delta
+
     def ratios(self, keep: torch.Tensor) -> dict[str, torch.Tensor]:
         """The four ratios (kept / dense) for the keep vector."""
         counts = self.counts(keep)

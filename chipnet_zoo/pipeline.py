@@ -10,6 +10,7 @@ and ``eval``. Each run writes a run folder (:mod:`chipnet_zoo.runs`), checkpoint
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -85,6 +86,9 @@ def resolve(s: RunSettings) -> dict[str, Any]:
     """The full, reproducible configuration of a new run (written to ``config.json``)."""
     if s.kind not in _PHASE:
         raise RunError(f"unknown run kind {s.kind!r}")
+    if s.kind == "prune" and not s.budget:
+        raise RunError("prune needs --budget kind:value (e.g. flops:0.25)")
+    budget = str(Budget.parse(s.budget)) if s.budget else None  # a bad budget string fails first
     source_cfg: dict[str, Any] = {}
     if s.from_run:
         kinds = {"prune": ("train",), "finetune": ("prune",), "train": ("train",)}[s.kind]
@@ -103,22 +107,21 @@ def resolve(s: RunSettings) -> dict[str, Any]:
             raise RunError("finetune needs a mask: --from PRUNE_RUN or --mask FILE [--weights FILE]")
         if not Path(mask).is_file():
             raise RunError(f"mask file not found: {mask}")
-        if not arch:
-            from .mask import Mask
+        from .mask import Mask
 
-            arch = Mask.load(mask).arch
+        mask_obj = Mask.load(mask)
+        arch = arch or mask_obj.arch
+        if budget is None and mask_obj.budget is not None:
+            budget = str(mask_obj.budget)
     if s.kind == "train" and s.from_run:
         weights = weights or str(source_run.file(R.WEIGHTS))
     if not arch:
         raise RunError("--arch is required (or --from a run)")
     _check_arch(arch)
+    if s.kind == "finetune":
+        R.check_mask_arch(mask_obj, arch)
     if weights and not Path(weights).is_file():
         raise RunError(f"weights file not found: {weights}")
-    budget = s.budget or source_cfg.get("budget")
-    if s.kind == "prune":
-        if not budget:
-            raise RunError("prune needs --budget kind:value (e.g. flops:0.25)")
-    budget = str(Budget.parse(budget)) if budget else None
 
     # data: the source run's split unless the dataset changes
     src_kwargs = dict((source_cfg.get("dataset") or {}).get("load_kwargs") or {})
@@ -132,11 +135,12 @@ def resolve(s: RunSettings) -> dict[str, Any]:
                        ("max_samples", s.max_samples), ("image_size", s.image_size)):
         data_kwargs[key] = value if value is not None else src_kwargs.get(key)
     data_kwargs["seed"] = s.data_seed if s.data_seed is not None else src_kwargs.get("seed", seed)
-    for key in ("val_fraction", "test_fraction", "config", "hflip", "pad"):
-        if src_kwargs.get(key) is not None:
-            data_kwargs[key] = src_kwargs[key]
+    for key, value in src_kwargs.items():  # val/test fractions, augmentation, config, ...
+        data_kwargs.setdefault(key, value)
 
-    recipe_name = s.recipe or source_cfg.get("recipe", {}).get("name") or "paper"
+    recipe_name = s.recipe or (source_cfg.get("recipe") or {}).get("source") or "paper"
+    if Path(recipe_name).is_file():
+        recipe_name = str(Path(recipe_name).resolve())
     recipe = load_recipe(recipe_name)
     phase = phase_config(recipe, _PHASE[s.kind], epochs=s.epochs, batch_size=s.batch_size, lr=s.lr)
     return {
@@ -162,6 +166,7 @@ def execute(s: RunSettings) -> dict[str, Any]:
     """Run (or resume) one ``train`` / ``prune`` / ``finetune`` run; returns its final metrics."""
     if s.kind == "eval":
         return evaluate_run(s)
+    acc = make_accelerator(s.device)  # joins the process group first: every rank decides before anyone writes
     cfg = resolve(s) if not (s.resume and s.out and R.Run(s.out).exists()) else None
     run = R.Run(s.out if cfg is None else _run_dir(s, cfg))
     if run.exists():
@@ -171,8 +176,9 @@ def execute(s: RunSettings) -> dict[str, Any]:
                 raise RunError(f"run folder {run.path} holds a finished {old.get('kind')} run; "
                                "choose another --out (or --resume to report it)")
             metrics = run.metrics() or {}
-            print(f"run {run.path} already finished ({metrics.get('epochs_done')} epochs); nothing to do",
-                  file=sys.stderr)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"run {run.path} already finished ({metrics.get('epochs_done')} epochs); nothing to do",
+                      file=sys.stderr)
             return {**metrics, "already_finished": True}
         if not s.resume:
             raise RunError(f"run folder {run.path} holds an unfinished run; pass --resume to continue it, "
@@ -184,15 +190,15 @@ def execute(s: RunSettings) -> dict[str, Any]:
         if cfg is None:
             cfg = resolve(s)
         resuming = False
-    return _execute(run, cfg, s, resuming)
+    acc.wait_for_everyone()
+    return _execute(run, cfg, s, resuming, acc)
 
 
-def _execute(run: R.Run, cfg: dict[str, Any], s: RunSettings, resuming: bool) -> dict[str, Any]:
+def _execute(run: R.Run, cfg: dict[str, Any], s: RunSettings, resuming: bool, acc) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from .data import load_data, make_loaders
 
-    acc = make_accelerator(s.device)
     phase = cfg["recipe"]["phase"]
     set_seed(int(cfg["seed"]))
     bundle = load_data(**cfg["data_kwargs"])
@@ -214,10 +220,12 @@ def _execute(run: R.Run, cfg: dict[str, Any], s: RunSettings, resuming: bool) ->
         f"({cfg['arch']} on {bundle.name}, {len(bundle.train)} train / {len(bundle.val)} val / "
         f"{len(bundle.test)} test, {acc.num_processes} process(es) on {acc.device})", acc)
     ckpt = run.checkpoint
-    resume_state = None
+    resume_state, resumed_from = None, 0
     if resuming and ckpt.exists():
-        epoch, resume_state = ckpt.load()
-        log(f"resuming from the epoch-{epoch} checkpoint", acc)
+        resumed_from, resume_state = ckpt.load()
+        log(f"resuming from the epoch-{resumed_from} checkpoint", acc)
+    elif resuming:
+        log("no checkpoint yet: starting from the beginning", acc)
 
     def checkpoint(record: dict[str, Any], state_fn) -> None:
         epoch = int(record["epoch"])
@@ -238,8 +246,8 @@ def _execute(run: R.Run, cfg: dict[str, Any], s: RunSettings, resuming: bool) ->
             set_rng_state(rng, generators)
         if acc.is_main_process:
             run.write_log(history)
-    if not resuming and acc.is_main_process:
-        run.write_log([])
+    if resume_state is None and acc.is_main_process:
+        run.write_log([])  # a fresh start (also after a kill before the first checkpoint)
 
     start = time.perf_counter()
     kind = cfg["kind"]
@@ -248,7 +256,7 @@ def _execute(run: R.Run, cfg: dict[str, Any], s: RunSettings, resuming: bool) ->
     else:
         metrics = _train(run, cfg, bundle, loaders, acc, s, resume_state, checkpoint, restore)
     metrics.update({"kind": kind, "run_dir": str(run.path), "finished": True,
-                    "seconds_this_session": time.perf_counter() - start,
+                    "seconds_this_session": time.perf_counter() - start, "resumed_from_epoch": resumed_from,
                     "world_size": acc.num_processes})
     if acc.is_main_process:
         run.write_metrics(metrics)
@@ -284,8 +292,10 @@ def _final_metrics(model: nn.Module, config_x: torch.Tensor, loaders, acc) -> di
 def _cpu_copy(model: nn.Module) -> nn.Module:
     import copy
 
-    cpu = copy.deepcopy(model).to("cpu").float()
-    return cpu.to(memory_format=torch.contiguous_format)
+    cpu = copy.deepcopy(model)
+    for attr in ("forward", "_original_forward"):  # accelerate's autocast wrapper, if any
+        cpu.__dict__.pop(attr, None)
+    return cpu.to("cpu").float().to(memory_format=torch.contiguous_format)
 
 
 def _train(run, cfg, bundle, loaders, acc, s, resume_state, checkpoint, restore) -> dict[str, Any]:

@@ -238,18 +238,6 @@ def dump_index(entries: dict[str, RegistryEntry]) -> bytes:
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def canonical_safetensors(data: bytes) -> bytes:
-    """``data`` with the header's ``__metadata__`` keys sorted, so that the same mask always gives the same
-    bytes and sha256 (safetensors writes metadata in a random order on every save)."""
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    if isinstance(header.get("__metadata__"), dict):
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    raw += b" " * (-len(raw) % 8)
-    return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
-
-
 # --- the registry ----------------------------------------------------------------------------------
 def _mask_bytes(mask_or_path: Any) -> bytes:
     if isinstance(mask_or_path, (str, Path)):
@@ -260,7 +248,7 @@ def _mask_bytes(mask_or_path: Any) -> bytes:
     if isinstance(mask_or_path, (bytes, bytearray, memoryview)):
         return bytes(mask_or_path)
     if hasattr(mask_or_path, "to_bytes"):
-        return canonical_safetensors(mask_or_path.to_bytes())
+        return mask_or_path.to_bytes()  # deterministic bytes
     raise TypeError(f"push() takes a Mask, a mask file path or mask bytes, not {type(mask_or_path).__name__}")
 
 
@@ -414,7 +402,7 @@ class MaskRegistry:
             updates["metrics"] = {**mask.metadata.get("metrics", {}), **metrics}
         if updates:
             mask = mask.with_metadata(**updates)
-            data = canonical_safetensors(mask.to_bytes())
+            data = mask.to_bytes()
         meta = mask.metadata
         for name in ("arch", "dataset", "budget_type", "budget"):
             if meta.get(name) in (None, ""):

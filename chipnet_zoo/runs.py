@@ -271,7 +271,9 @@ def plot_kept_channels(mask, path: str | Path) -> Path:
     ax.set_ylabel("channels")
     budget = mask.budget
     ratios = ", ".join(f"{k} {v:.3f}" for k, v in mask.ratios.items())
-    ax.set_title(f"{mask.arch}: kept channels per group (budget {budget}; {ratios})", fontsize=9)
+    ax.set_title(f"{mask.arch}: kept channels per group, budget {budget}\nratios: {ratios}", fontsize=9)
+    for x, k, t in zip(xs, kept, totals):
+        ax.text(x, t, f"{k}/{t}", ha="center", va="bottom", fontsize=6)
     ax.legend()
     fig.savefig(path, dpi=110)
     return Path(path)

@@ -2,9 +2,9 @@
 
 Channels are ranked by score (ties broken by index, so the result is deterministic) and every
 group keeps its best channel. The threshold is the lowest one whose hard ratio is still ``<=`` the
-budget, so the mask meets the budget and is as close to it as the channel granularity allows.
-All four ratios grow monotonically with the number of kept channels, which makes a binary search
-over the ranking exact.
+budget (all four ratios grow monotonically with the kept set, so a binary search over the ranking
+is exact). A fill pass then adds, in rank order, lower-ranked channels that still fit, so the
+mask is as close to the budget as the channel granularity allows.
 """
 
 from __future__ import annotations
@@ -64,4 +64,46 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
             hi = mid - 1
     mask = forced.clone()
     mask[free[:lo]] = True
+    return _fill(mask, order, cost, budget)
+
+
+def _fill(mask: torch.Tensor, order: torch.Tensor, cost: CostModel, budget: Budget,
+          max_rounds: int = 32) -> torch.Tensor:
+    """Add, in rank order, lower-ranked channels that still fit under the budget.
+
+    After the threshold, the next-ranked channel may be expensive (e.g. a wide early residual stream
+    counted in many layers) while cheaper ones below it would fit. Each round adds the best-ranked
+    candidates whose exact single-channel cost fits the remaining slack, keeping the longest prefix
+    of them that still meets the budget exactly; it stops when no candidate fits.
+    """
+    dense = float(cost.dense[budget.kind])
+    for _ in range(max_rounds):
+        keep = mask.to(torch.float64)
+        slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
+        if slack <= 0:
+            break
+        delta = cost.marginal(keep, budget.kind)
+        candidates = order[~mask[order]]
+        candidates = candidates[delta[candidates] <= slack + _EPS * dense]
+        if candidates.numel() == 0:
+            break
+        chosen = candidates[torch.cumsum(delta[candidates], 0) <= slack + _EPS * dense]
+        chosen = chosen if chosen.numel() else candidates[:1]
+
+        def fits(k: int) -> bool:
+            trial = mask.clone()
+            trial[chosen[:k]] = True
+            return float(cost.ratio(budget.kind, trial.to(torch.float64))) <= budget.value + _EPS
+
+        lo, hi = 0, chosen.numel()
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:
+            break
+        mask = mask.clone()
+        mask[chosen[:lo]] = True
     return mask

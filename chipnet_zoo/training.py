@@ -28,7 +28,7 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 PHASES = ("train", "prune", "finetune")
 #: Every key a phase of a recipe may set, with its default (the authors' dense-training defaults).
 PHASE_DEFAULTS: dict[str, Any] = {
-    "optimizer": "sgd",        # sgd | adamw
+    "optimizer": "sgd",        # sgd | adamw (the pruning phase: always adamw, constant lr)
     "lr": 0.05,
     "momentum": 0.9,           # sgd only
     "nesterov": False,         # sgd only
@@ -43,6 +43,12 @@ PHASE_DEFAULTS: dict[str, Any] = {
     "budget_weight": 30.0,     # prune only
     "crispness_weight": 10.0,  # prune only
     "psi_travel": None,        # prune only: None = the pruner's default
+}
+
+#: Where a phase's defaults differ (the authors' pruning.py and finetuning.py).
+PHASE_SPECIFIC: dict[str, dict[str, Any]] = {
+    "prune": {"optimizer": "adamw", "lr": 1e-3, "schedule": "constant", "batch_size": 32, "epochs": 20},
+    "finetune": {"epochs": 300},
 }
 
 
@@ -84,11 +90,15 @@ def phase_config(recipe: Mapping[str, Any], phase: str, **overrides: Any) -> dic
     if unknown:
         raise RunError(f"recipe {recipe.get('name')!r}, section {phase!r}: unknown keys {sorted(unknown)}; "
                        f"known: {', '.join(PHASE_DEFAULTS)}")
-    cfg = {**PHASE_DEFAULTS, **section, **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = {**PHASE_DEFAULTS, **PHASE_SPECIFIC.get(phase, {}), **section,
+           **{k: v for k, v in overrides.items() if v is not None}}
     if cfg["optimizer"] not in ("sgd", "adamw"):
         raise RunError(f"optimizer must be sgd or adamw, got {cfg['optimizer']!r}")
     if cfg["schedule"] not in ("constant", "step", "multistep", "cosine"):
         raise RunError(f"schedule must be constant, step, multistep or cosine, got {cfg['schedule']!r}")
+    if phase == "prune" and (cfg["optimizer"], cfg["schedule"]) != ("adamw", "constant"):
+        raise RunError("the pruning phase uses AdamW at a constant learning rate (as the authors' code); "
+                       f"recipe {recipe.get('name')!r} asks for {cfg['optimizer']} with a {cfg['schedule']} schedule")
     if cfg["select"] not in ("best", "last"):
         raise RunError(f"select must be best or last, got {cfg['select']!r}")
     for key in ("epochs", "batch_size"):
@@ -273,7 +283,9 @@ class Trainer:
 
     @property
     def unwrapped(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        """The plain module (DDP removed). The mixed-precision forward wrapper is kept: removing it
+        (``keep_fp32_wrapper=False``) would modify the model in place and turn autocast off."""
+        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=True)
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped.state_dict().items()}

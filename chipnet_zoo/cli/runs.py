@@ -58,6 +58,9 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+_EPILOG = "examples:\n" + __doc__.split("\n\n", 1)[1].rstrip()
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     helps = {
         "train": "train a dense model (SGD recipe) into a run folder",
@@ -66,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval": "accuracy, ratios, params, MACs and CPU latency of a run's model",
     }
     for kind, text in helps.items():
-        p = subparsers.add_parser(kind, help=text, description=text)
+        p = subparsers.add_parser(kind, help=text, description=text, epilog=_EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p, kind)
         p.set_defaults(func=_handler(kind))
 
