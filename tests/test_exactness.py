@@ -81,5 +81,8 @@ def test_budget_exact_slim_equals_masked(arch_setup, kind):
         slim.eval()
         with torch.no_grad():
             expected, actual = masked(batch), slim(batch)
-        assert expected.abs().max() > 1e-3  # a non-trivial output
-        assert (expected - actual).abs().max().item() <= 1e-4, (name, kind, target)
+        scale = expected.abs().max().item()
+        assert scale > 1e-3  # a non-trivial output
+        # <= 1e-4 absolute for outputs of order one; relative for the deep nets whose random-BN logits
+        # reach ~1e3, where float32 rounding alone is ~1e-4
+        assert (expected - actual).abs().max().item() <= 1e-4 * max(1.0, scale), (name, kind, target)

@@ -19,6 +19,15 @@ CIFAR_NAMES = [n for n in list_models() if not n.startswith("tv/")]
 HEAVY = {"wrn-26-12", "wrn-28-10"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run many tiny ops; on a busy 2-core box, 2 OpenMP threads make them up to 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -1,0 +1,112 @@
+"""Baseline masks that meet a budget through the same budget-exact thresholding as ChipNet (DESIGN §3.6).
+
+Each baseline is just another per-channel score over the global channel vector of a
+:class:`~chipnet_zoo.groups.ChannelGraph`, fed to :func:`~chipnet_zoo.threshold.threshold_scores`:
+
+* ``random``: seeded uniform scores;
+* ``l1``: the L1 norm of every producing conv/linear filter of the channel (Li et al. 2017), summed over
+  the layers of the channel's group (a residual stream has several producers);
+* ``slimming``: ``|γ|`` of every batch-norm on the channel (Network Slimming, Liu et al. 2017), summed
+  over the group's batch-norms.
+
+    >>> import torch, chipnet_zoo as cz
+    >>> from chipnet_zoo.baselines import baseline_mask
+    >>> model = cz.create_model("resnet8", num_classes=10)
+    >>> mask = baseline_mask(model, "flops:0.25", "l1", example_input=torch.randn(1, 3, 32, 32))
+    >>> mask.metadata["method"], mask.ratios["flops"] <= 0.25
+    ('l1', True)
+
+``direct`` (ChipNet on the student itself) is not a score: it is the pipeline's prune + finetune runs
+(see :mod:`chipnet_zoo.experiment`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .budget import Budget
+from .mask import Mask
+
+#: Score-based baselines (``direct`` is a pipeline run, not a score).
+BASELINES = ("random", "l1", "slimming")
+
+
+def channel_scores(model: nn.Module, graph, method: str, *, seed: int = 0) -> torch.Tensor:
+    """One float64 score per global channel of ``graph`` (higher = more important).
+
+    Args:
+        model: the model ``graph`` was built from (its weights are read, not changed).
+        graph: its :class:`~chipnet_zoo.groups.ChannelGraph`.
+        method: ``random``, ``l1`` or ``slimming``.
+        seed: the seed of ``random``.
+    """
+    n = graph.num_channels
+    if method == "random":
+        gen = torch.Generator().manual_seed(int(seed))
+        return torch.rand(n, generator=gen, dtype=torch.float64)
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
+    modules = dict(model.named_modules())
+    scores = torch.zeros(n, dtype=torch.float64)
+    found = False
+    for layer in graph.layers:
+        if not len(layer.out_global) or layer.is_classifier:
+            continue
+        module = modules[layer.name]
+        weight = getattr(module, "weight", None)
+        if weight is None:
+            continue
+        w = weight.detach().to("cpu", torch.float64)
+        if method == "l1" and layer.kind in ("conv", "linear"):
+            per_channel = w.abs().reshape(w.shape[0], -1).sum(1)
+        elif method == "slimming" and layer.kind == "bn":
+            per_channel = w.abs()
+        else:
+            continue
+        scores.index_add_(0, layer.out_global, per_channel[layer.out_local])
+        found = True
+    if not found:
+        what = "batch-norm layers with affine weights" if method == "slimming" else "conv/linear layers"
+        raise ValueError(f"baseline {method!r} needs {what} on the prunable channels; the model has none")
+    return scores
+
+
+def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, example_input: torch.Tensor,
+                  seed: int = 0, **metadata: Any) -> Mask:
+    """A hard :class:`~chipnet_zoo.mask.Mask` from a baseline's scores, meeting ``budget`` exactly.
+
+    Args:
+        model: a (trained) model; L1 and slimming read its weights.
+        budget: e.g. ``"flops:0.125"`` (a ceiling: the achieved ratio is ``<=`` it, as close as possible).
+        method: ``random``, ``l1`` or ``slimming``.
+        example_input: one example batch (sets the spatial sizes of the volume/FLOPs costs).
+        seed: the seed of ``random`` (recorded in ``hparams``).
+        **metadata: extra mask metadata (e.g. ``dataset="mnist5k"``).
+
+    Raises:
+        UnreachableBudgetError: the budget is below the smallest achievable ratio.
+    """
+    from .cost import CostModel
+    from .gates import detach_gates
+    from .groups import build_channel_graph
+    from .threshold import threshold_scores
+
+    budget = Budget.parse(budget)
+    detach_gates(model)
+    graph = build_channel_graph(model, example_input.detach()[:1])
+    cost = CostModel(graph)
+    scores = channel_scores(model, graph, method, seed=seed)
+    keep = threshold_scores(scores, cost, budget)
+    meta: dict[str, Any] = {
+        "arch": str(getattr(model, "arch_name", type(model).__name__)),
+        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "budget_type": budget.kind, "budget": budget.value, "ratios": cost.hard_ratios(keep),
+        "method": method, "metrics": {}, "hparams": {"seed": int(seed)} if method == "random" else {},
+    }
+    meta.update(metadata)
+    # scores are stored as float32 in the file; rank-preserving normalisation keeps them well scaled
+    top = float(scores.abs().max()) or 1.0
+    return Mask.from_vectors(graph, keep, (scores / top).to(torch.float32), **meta)

@@ -1,0 +1,201 @@
+"""Mask transfer (DESIGN §7, digest §1.9): a mask learned on a teacher dataset, used on a student dataset.
+
+Protocols:
+
+* ``scratch`` (the paper's): a freshly initialised student of the mask's architecture with the
+  student's class count and input channels; the teacher's scores re-thresholded at the budget on the
+  student's model and input size; slimmed; trained from scratch with the fine-tune recipe.
+* ``finetune``: a dense model trained on the student (or ``dense_weights``); the same re-thresholded
+  mask applied and slimmed; fine-tuned.
+
+The result is an ordinary ``finetune`` run folder (``config.json``, ``metrics.json``, ``weights.safetensors``,
+``mask.safetensors`` with ``method=transfer:<origin>``), plus a ``transfer`` section in both JSON files.
+
+    >>> import chipnet_zoo as cz
+    >>> metrics = cz.transfer("resnet8/animal-mnist/flops-0.125", "mnist5k", protocol="scratch",
+    ...                       recipe="cpu", out="runs/transfer-demo")                  # doctest: +SKIP
+    >>> metrics["test_accuracy"], metrics["ratios"]["flops"]                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .budget import Budget
+from .errors import MaskMismatchError, RunError
+from .mask import Mask
+
+PROTOCOLS = ("scratch", "finetune")
+STUDENT_MASK = "student_mask.safetensors"
+TEACHER_MASK = "teacher_mask.safetensors"
+
+
+def resolve_mask(mask: Mask | str | os.PathLike, registry: Any = None) -> tuple[Mask, str]:
+    """A :class:`Mask` and a short origin string from a Mask, a mask file, or a registry key.
+
+    A key is looked up in ``registry`` (a :class:`~chipnet_zoo.registry.MaskRegistry` or location), else in
+    the default registry and then the zoo shipped with the package.
+    """
+    if isinstance(mask, Mask):
+        meta = mask.metadata
+        origin = "/".join(str(x) for x in (meta.get("arch"), meta.get("dataset"), mask.budget.slug
+                                           if mask.budget else None) if x)
+        return mask, origin or "mask"
+    text = os.fspath(mask)
+    path = Path(text)
+    if path.is_file():
+        return Mask.load(path), path.name
+    if text.endswith(".safetensors"):
+        raise FileNotFoundError(f"mask file not found: {text}")
+    from .registry import MaskRegistry, canonical_key
+
+    if registry is not None:
+        reg = registry if isinstance(registry, MaskRegistry) else MaskRegistry(registry)
+        return reg.pull(text), canonical_key(text)
+    return _pull_default(text), canonical_key(text)
+
+
+def _pull_default(key: str) -> Mask:
+    """Pull ``key`` from the default registry, falling back to the shipped zoo."""
+    from .errors import EntryNotFoundError
+    from .registry import MaskRegistry
+
+    try:
+        return MaskRegistry().pull(key)
+    except EntryNotFoundError as first:
+        builtin = getattr(MaskRegistry, "builtin", None)
+        if builtin is None:
+            raise
+        try:
+            return builtin().pull(key)
+        except EntryNotFoundError:
+            raise first from None
+
+
+def student_mask(mask: Mask, student: torch.nn.Module, example_input: torch.Tensor,
+                 budget: Budget | str | None = None, *, origin: str = "mask", **metadata: Any) -> Mask:
+    """The teacher's scores re-thresholded at ``budget`` (default: the teacher's) on ``student``.
+
+    Raises:
+        MaskMismatchError: the mask was learned on another architecture (or does not fit ``student``).
+    """
+    arch = getattr(student, "arch_name", None)
+    if arch and mask.arch != arch:
+        raise MaskMismatchError(f"the mask is for architecture {mask.arch!r}, but the student is {arch!r}")
+    budget = Budget.parse(budget) if budget is not None else mask.budget
+    if budget is None:
+        raise RunError("the mask records no budget; pass budget= (e.g. 'flops:0.125')")
+    out = mask.rethreshold(budget, model=student, example_input=example_input)
+    teacher = {k: mask.metadata.get(k) for k in ("arch", "dataset", "num_classes", "input_size", "budget_type",
+                                                 "budget", "ratios", "method", "metrics")}
+    return out.with_metadata(method=f"transfer:{origin}", metrics={},
+                             hparams={"teacher": teacher, "origin": origin}, **metadata)
+
+
+def transfer(mask: Mask | str | os.PathLike, student_dataset: str, protocol: str = "scratch", *,
+             budget: Budget | str | None = None, arch: str | None = None, recipe: str = "cpu",
+             epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+             seed: int = 0, data_seed: int | None = None, max_samples: int | None = None,
+             out: str | os.PathLike | None = None, dense_weights: str | os.PathLike | None = None,
+             dense_epochs: int | None = None, registry: Any = None, push_to: Any = None,
+             overwrite: bool = False, device: str = "auto", progress: bool = True,
+             argv: list[str] | None = None) -> dict[str, Any]:
+    """Transfer a (teacher) mask to ``student_dataset`` and train the student; returns its metrics.
+
+    Args:
+        mask: a :class:`Mask`, a mask file, or a registry key (looked up in ``registry``, else the default
+            registry, else the shipped zoo).
+        student_dataset: anything ``load_data`` accepts (``mnist5k``, a Hub id, a local folder).
+        protocol: ``scratch`` (the paper's) or ``finetune`` (see the module docstring).
+        budget: the student's budget (default: the teacher's), counted on the student's model and input size.
+        arch: the expected architecture; a mask for another one is refused (``MaskMismatchError``).
+        recipe, epochs, batch_size, lr: the fine-tune phase (recipe name or YAML file; flags override it).
+        seed, data_seed, max_samples: the run's seed, the data split's seed (default: ``seed``), a subset.
+        out: the run folder (default ``runs/transfer-<arch>-<student>-<budget>-<protocol>``). A finished
+            run there is reported, not redone; an unfinished one is resumed.
+        dense_weights: ``finetune`` only: a dense student weights file or a finished ``train`` run folder;
+            default: train one into ``<out>/dense`` (``dense_epochs`` epochs of the recipe's train phase).
+        registry: where a mask key is looked up.
+        push_to: a registry (object or location) to push the student's mask and slim weights to.
+    """
+    from .data import load_data
+    from .models import create_model
+    from .pipeline import RunSettings, execute
+    from .runs import WEIGHTS, Run
+
+    if protocol not in PROTOCOLS:
+        raise RunError(f"unknown transfer protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    teacher, origin = resolve_mask(mask, registry)
+    if arch is not None and teacher.arch != arch:
+        raise MaskMismatchError(f"the mask is for architecture {teacher.arch!r}, not {arch!r}")
+    data_seed = seed if data_seed is None else data_seed
+    bundle = load_data(student_dataset, seed=data_seed, max_samples=max_samples, progress=False)
+    student = create_model(teacher.arch, num_classes=bundle.num_classes, in_chans=bundle.in_chans)
+    x = torch.zeros(1, *bundle.input_size)
+    smask = student_mask(teacher, student, x, budget, origin=origin, dataset=bundle.name,
+                         num_classes=bundle.num_classes)
+    the_budget = smask.budget
+    if out is None:
+        from .runs import default_run_dir
+
+        base = default_run_dir("transfer", teacher.arch, bundle.name, the_budget.slug)
+        out = base.with_name(f"{base.name}-{protocol}")
+    out = Path(out)
+    run = Run(out)
+    out.mkdir(parents=True, exist_ok=True)
+    smask.save(out / STUDENT_MASK)
+    teacher.save(out / TEACHER_MASK)
+
+    weights = None
+    dense_info: dict[str, Any] | None = None
+    if protocol == "finetune":
+        if dense_weights is not None:
+            dpath = Path(dense_weights)
+            weights = dpath / WEIGHTS if dpath.is_dir() else dpath
+            if not weights.is_file():
+                raise RunError(f"dense weights not found: {weights}")
+            dense_info = {"weights": str(weights)}
+        else:
+            dense_run = out / "dense"
+            dm = execute(RunSettings("train", out=str(dense_run), arch=teacher.arch, dataset=student_dataset,
+                                     max_samples=max_samples, data_seed=data_seed, epochs=dense_epochs,
+                                     batch_size=batch_size, seed=seed, recipe=recipe, resume=True,
+                                     device=device, progress=progress))
+            weights = dense_run / WEIGHTS
+            dense_info = {"run": str(dense_run), "val_accuracy": dm.get("val_accuracy"),
+                          "test_accuracy": dm.get("test_accuracy")}
+    metrics = execute(RunSettings("finetune", out=str(out), arch=teacher.arch, dataset=student_dataset,
+                                  max_samples=max_samples, data_seed=data_seed, budget=str(the_budget),
+                                  epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, recipe=recipe,
+                                  weights=str(weights) if weights else None, mask=str(out / STUDENT_MASK),
+                                  resume=True, device=device, progress=progress,
+                                  argv=list(argv or [])))
+    info = {"protocol": protocol, "origin": origin, "method": f"transfer:{origin}",
+            "teacher_dataset": teacher.metadata.get("dataset"), "teacher_budget": str(teacher.budget),
+            "teacher_ratios": teacher.ratios, "teacher_input_size": teacher.metadata.get("input_size"),
+            "teacher_num_classes": teacher.metadata.get("num_classes"), "student_dataset": bundle.name,
+            "budget": str(the_budget), "dense": dense_info}
+    metrics = {k: v for k, v in metrics.items() if k != "already_finished"}
+    metrics["transfer"] = info
+    metrics["mask_origin"] = origin
+    config = run.config()
+    config["transfer"] = info
+    run.write_config(config)
+    run.write_metrics(metrics)
+    if push_to is not None:
+        from .registry import MaskRegistry
+
+        reg = push_to if isinstance(push_to, MaskRegistry) else MaskRegistry(push_to)
+        entry = reg.push(run.file("mask.safetensors"), weights=run.file(WEIGHTS), weights_as="slim",
+                         overwrite=overwrite,
+                         metrics={"val_accuracy": metrics["val_accuracy"],
+                                  "test_accuracy": metrics["test_accuracy"]})
+        metrics["pushed"] = {"registry": reg.location, "key": entry.key}
+        run.write_metrics(metrics)
+        print(f"pushed {entry.key} to {reg.location}", file=sys.stderr)
+    return metrics

@@ -1,0 +1,84 @@
+"""Baselines (random, L1, Network Slimming) meet every budget exactly through the shared thresholding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import chipnet_zoo as cz
+from chipnet_zoo.baselines import BASELINES, baseline_mask, channel_scores
+from chipnet_zoo.cost import measure_params_macs
+from chipnet_zoo.errors import UnreachableBudgetError
+from chipnet_zoo.groups import build_channel_graph
+
+
+@pytest.fixture(scope="module")
+def trained_like():
+    """resnet8 (1 channel, 28x28) with distinct filter norms and BN scales, as after training."""
+    torch.manual_seed(0)
+    model = cz.create_model("resnet8", num_classes=10, in_chans=1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.05, 1.0)
+    return model, torch.randn(1, 1, 28, 28)
+
+
+@pytest.mark.parametrize("kind", ["channels", "volume", "params", "flops"])
+@pytest.mark.parametrize("method", BASELINES)
+def test_every_baseline_meets_each_budget(trained_like, kind, method):
+    model, x = trained_like
+    for target in (0.5, 0.25, 0.125, 0.0625):
+        mask = baseline_mask(model, cz.Budget(kind, target), method, example_input=x, dataset="t")
+        ratio = mask.ratios[kind]
+        assert ratio <= target + 1e-12, (method, kind, target, ratio)
+        assert target - ratio <= 0.01, (method, kind, target, ratio)
+        assert mask.metadata["method"] == method and mask.metadata["dataset"] == "t"
+        assert mask.budget == cz.Budget(kind, target)
+
+
+def test_flops_ratio_is_what_the_slimmed_model_measures(trained_like):
+    model, x = trained_like
+    mask = baseline_mask(model, "flops:0.125", "l1", example_input=x)
+    dense_params, dense_macs = measure_params_macs(model, x)
+    params, macs = measure_params_macs(mask.slim(model, x), x)
+    assert macs / dense_macs == pytest.approx(mask.ratios["flops"], abs=1e-9)
+    assert params / dense_params == pytest.approx(mask.ratios["params"], abs=1e-9)
+
+
+def test_scores_follow_the_weights(trained_like):
+    model, x = trained_like
+    graph = build_channel_graph(model, x)
+    modules = dict(model.named_modules())
+    slim = channel_scores(model, graph, "slimming")
+    l1 = channel_scores(model, graph, "l1")
+    # a group with one producer and one BN: scores are exactly that conv's L1 norms and that BN's |γ|
+    layer = next(la for la in graph.layers if la.kind == "conv" and la.name == "layer1.0.conv1")
+    expect_l1 = modules[layer.name].weight.detach().abs().sum((1, 2, 3)).double()
+    assert torch.allclose(l1[layer.out_global], expect_l1[layer.out_local])
+    bn = next(la for la in graph.layers if la.kind == "bn" and la.name == "layer1.0.bn1")
+    assert torch.allclose(slim[bn.out_global], modules[bn.name].weight.detach().abs().double()[bn.out_local])
+    # random: seeded
+    assert torch.equal(channel_scores(model, graph, "random", seed=3), channel_scores(model, graph, "random", seed=3))
+    assert not torch.equal(channel_scores(model, graph, "random", seed=3), channel_scores(model, graph, "random", seed=4))
+
+
+def test_l1_mask_keeps_the_largest_filters(trained_like):
+    model, x = trained_like
+    a = baseline_mask(model, "flops:0.25", "l1", example_input=x)
+    b = baseline_mask(model, "flops:0.25", "random", example_input=x, seed=1)
+    assert not torch.equal(a.keep_vector(), b.keep_vector())
+    graph = build_channel_graph(model, x)
+    scores = channel_scores(model, graph, "l1")
+    keep = a.keep_vector()
+    for g in graph.groups:  # within every group, no dropped channel outranks a kept one
+        s, k = scores[g.indices], keep[g.indices]
+        if (~k).any():
+            assert s[k].min() >= s[~k].max()
+
+
+def test_unknown_method_and_unreachable_budget(trained_like):
+    model, x = trained_like
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_mask(model, "flops:0.5", "magic", example_input=x)
+    with pytest.raises(UnreachableBudgetError):
+        baseline_mask(model, "params:0.0001", "l1", example_input=x)
