@@ -85,8 +85,8 @@ def slim_speedup(arch: str, budgets: list[float], batch: int, repeats: int) -> l
         pruner.remove()
         slim = mask.slim(dense).eval()
         with torch.inference_mode():
-            t_dense = _median_time(lambda: dense(x), repeats)
-            t_slim = _median_time(lambda: slim(x), repeats)
+            t_dense = _median_time(lambda m=dense: m(x), repeats)
+            t_slim = _median_time(lambda m=slim: m(x), repeats)
         ideal = 1 / mask.ratios["flops"]
         rows.append({"arch": arch, "budget": b, "flops_ratio": mask.ratios["flops"], "dense_ms": 1e3 * t_dense,
                      "slim_ms": 1e3 * t_slim, "speedup": t_dense / t_slim, "ideal": ideal,

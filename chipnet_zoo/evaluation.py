@@ -10,7 +10,8 @@ from torch import nn
 def evaluate_accuracy(model: nn.Module, loader, *, accelerator=None, max_batches: int | None = None) -> float:
     """Top-1 accuracy in eval mode (the model's train/eval mode is restored afterwards).
 
-    With an ``accelerate.Accelerator`` whose loader was prepared, counts are summed over ranks.
+    With an ``accelerate.Accelerator`` whose loader was prepared, every rank's predictions are counted
+    once (``gather_for_metrics`` drops the padding of an uneven last batch).
     """
     was_training = model.training
     model.eval()
@@ -22,11 +23,11 @@ def evaluate_accuracy(model: nn.Module, loader, *, accelerator=None, max_batches
             if max_batches is not None and i >= max_batches:
                 break
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            logits = model(images)
-            correct += (logits.argmax(dim=1) == labels).sum()
-            total += labels.numel()
+            hits = model(images).argmax(dim=1) == labels
+            if accelerator is not None and accelerator.num_processes > 1:
+                hits = accelerator.gather_for_metrics(hits)  # all ranks, without the padding of uneven batches
+            correct += hits.sum()
+            total += hits.numel()
     finally:
         model.train(was_training)
-    if accelerator is not None and accelerator.num_processes > 1:
-        correct, total = accelerator.reduce(correct, "sum"), accelerator.reduce(total, "sum")
     return float(correct) / max(int(total), 1)

@@ -121,7 +121,9 @@ class ChipNetPruner:
         the epoch with the best hard-mask accuracy is kept (its weights are restored at the end).
         Resumes from :meth:`load_state_dict` state when given. Returns the per-epoch history.
         """
-        steps_per_epoch = len(train_loader)
+        # optimizer steps per epoch on each rank (a prepared loader is split across processes)
+        processes = accelerator.num_processes if accelerator is not None else 1
+        steps_per_epoch = math.ceil(len(train_loader) / processes)
         total_steps = max(1, epochs * steps_per_epoch)
         psi_lr = psi_lr if psi_lr is not None else max(lr, self.psi_travel / total_steps)
         self._hparams = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "psi_lr": psi_lr,

@@ -47,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .mask import Mask
 
 INDEX_FILE = "index.json"
+#: The read-only zoo shipped inside the package (see :meth:`MaskRegistry.builtin`).
+BUILTIN_ZOO = Path(__file__).resolve().parent / "zoo"
 INDEX_FORMAT = "chipnet-zoo-registry"
 INDEX_VERSION = 1
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -278,6 +280,7 @@ class MaskRegistry:
     def __init__(self, location: str | os.PathLike | None = None, *, endpoint: str | None = None,
                  token: str | None = None, private: bool = False):
         default = location is None
+        self._default = default  # an unconfigured default registry falls back to the built-in zoo on pull
         loc = os.fspath(constants.CHIPNET_ZOO_REGISTRY if default else location)
         if loc.startswith("hf://"):
             from ._hub import HubBackend
@@ -293,6 +296,24 @@ class MaskRegistry:
 
     def __repr__(self) -> str:
         return f"MaskRegistry({self.location!r})"
+
+    @classmethod
+    def builtin(cls) -> MaskRegistry:
+        """The read-only zoo shipped inside the package (``chipnet_zoo/zoo``). ``MaskRegistry()`` (no
+        location) falls back to it when pulling a key it does not hold; pushes to it are refused."""
+        reg = cls(BUILTIN_ZOO)
+
+        def refuse(*_args: Any, **_kwargs: Any) -> None:
+            raise InvalidKeyError(f"the built-in zoo {BUILTIN_ZOO} is read-only; push to your own registry")
+
+        reg._backend.update = refuse
+        return reg
+
+    def _builtin_fallback(self, error: EntryNotFoundError) -> MaskRegistry:
+        """The built-in zoo, when this is the unconfigured default registry (else re-raise ``error``)."""
+        if not getattr(self, "_default", False) or not (BUILTIN_ZOO / INDEX_FILE).is_file():
+            raise error
+        return MaskRegistry.builtin()
 
     @property
     def is_hub(self) -> bool:
@@ -335,7 +356,13 @@ class MaskRegistry:
     def pull_bytes(self, key: str | None = None, *, arch: str | None = None, dataset: str | None = None,
                    budget: Budget | str | None = None) -> bytes:
         """The exact, sha256-verified bytes of a mask file."""
-        entry, _ = self._resolve(key, arch, dataset, budget)
+        try:
+            entry, _ = self._resolve(key, arch, dataset, budget)
+        except EntryNotFoundError as exc:
+            try:
+                return self._builtin_fallback(exc).pull_bytes(key, arch=arch, dataset=dataset, budget=budget)
+            except EntryNotFoundError:
+                raise exc from None
         return self._backend.read_file(entry.path, entry.sha256, entry.size)
 
     def pull(self, key: str | None = None, *, arch: str | None = None, dataset: str | None = None,
@@ -363,7 +390,13 @@ class MaskRegistry:
         from .mask import Mask
         from .models import create_model
 
-        entry, _ = self._resolve(key, arch, dataset, budget)
+        try:
+            entry, _ = self._resolve(key, arch, dataset, budget)
+        except EntryNotFoundError as exc:
+            try:
+                return self._builtin_fallback(exc).pull_model(key, arch=arch, dataset=dataset, budget=budget)
+            except EntryNotFoundError:
+                raise exc from None
         if not entry.weights:
             raise EntryNotFoundError(f"{entry.key} in {self.location} has no weights; push it with weights=")
         mask = Mask.from_bytes(self._backend.read_file(entry.path, entry.sha256, entry.size))

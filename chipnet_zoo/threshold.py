@@ -43,28 +43,34 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     if scores.numel() != cost.graph.num_channels:
         raise ValueError(f"expected {cost.graph.num_channels} scores, got {scores.numel()}")
     forced = smallest_mask(scores, cost)
+    smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
+    if smallest > budget.value + _EPS:
+        raise UnreachableBudgetError(budget.kind, budget.value, smallest)
     # rank: descending score, ties by ascending index (stable sort on the negated scores)
     order = torch.sort(-scores, stable=True).indices
     free = order[~forced[order]]
+    mask = _with(forced, free[:_longest_fitting_prefix(forced, free, cost, budget)])
+    return _fill(mask, order, cost, budget)
 
-    def ratio_at(k: int) -> float:
-        mask = forced.clone()
-        mask[free[:k]] = True
-        return float(cost.ratio(budget.kind, mask.to(torch.float64)))
 
-    smallest = ratio_at(0)
-    if smallest > budget.value + _EPS:
-        raise UnreachableBudgetError(budget.kind, budget.value, smallest)
-    lo, hi = 0, free.numel()  # invariant: ratio_at(lo) <= target; answer in [lo, hi]
+def _with(mask: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
+    out = mask.clone()
+    out[added] = True
+    return out
+
+
+def _longest_fitting_prefix(base: torch.Tensor, additions: torch.Tensor, cost: CostModel, budget: Budget) -> int:
+    """The largest ``k`` such that ``base`` plus ``additions[:k]`` meets the budget (binary search;
+    the ratio grows monotonically with ``k``; ``base`` itself must meet it)."""
+    lo, hi = 0, additions.numel()
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if ratio_at(mid) <= budget.value + _EPS:
+        trial = _with(base, additions[:mid]).to(torch.float64)
+        if float(cost.ratio(budget.kind, trial)) <= budget.value + _EPS:
             lo = mid
         else:
             hi = mid - 1
-    mask = forced.clone()
-    mask[free[:lo]] = True
-    return _fill(mask, order, cost, budget)
+    return lo
 
 
 def _fill(mask: torch.Tensor, order: torch.Tensor, cost: CostModel, budget: Budget,
@@ -89,21 +95,8 @@ def _fill(mask: torch.Tensor, order: torch.Tensor, cost: CostModel, budget: Budg
             break
         chosen = candidates[torch.cumsum(delta[candidates], 0) <= slack + _EPS * dense]
         chosen = chosen if chosen.numel() else candidates[:1]
-
-        def fits(k: int) -> bool:
-            trial = mask.clone()
-            trial[chosen[:k]] = True
-            return float(cost.ratio(budget.kind, trial.to(torch.float64))) <= budget.value + _EPS
-
-        lo, hi = 0, chosen.numel()
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo == 0:
+        k = _longest_fitting_prefix(mask, chosen, cost, budget)
+        if k == 0:
             break
-        mask = mask.clone()
-        mask[chosen[:lo]] = True
+        mask = _with(mask, chosen[:k])
     return mask

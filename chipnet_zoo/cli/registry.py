@@ -49,6 +49,14 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     entries = _registry(args).list(arch=args.arch, dataset=args.dataset, budget_type=args.budget_type)
+    from ..registry import BUILTIN_ZOO, INDEX_FILE, MaskRegistry
+
+    if args.registry is None and not args.no_builtin and (BUILTIN_ZOO / INDEX_FILE).is_file():
+        # + the read-only zoo shipped with the package
+
+        own = {e.key for e in entries}
+        entries += [e for e in MaskRegistry.builtin().list(arch=args.arch, dataset=args.dataset,
+                                                             budget_type=args.budget_type) if e.key not in own]
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=1, sort_keys=True))
         return 0
@@ -109,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset")
     p.add_argument("--budget-type", choices=("channels", "volume", "params", "flops"))
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.add_argument("--no-builtin", action="store_true",
+                   help="without --registry: leave out the read-only zoo shipped with the package")
     p.set_defaults(func=_list)
 
     p = subparsers.add_parser("card", help="render a registry's model card (README.md) to check it")

@@ -1,0 +1,115 @@
+"""The experiment runner: a tiny grid, interrupted and resumed without redoing finished cells."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chipnet_zoo.cli import main
+from chipnet_zoo.errors import RunError
+from chipnet_zoo.experiment import ExperimentConfig, grid, read_results, run_experiment
+
+TINY = {"name": "tiny", "arch": "resnet8", "teachers": ["animal-mnist"], "students": ["mnist5k"],
+        "budget_type": "flops", "budgets": [0.25], "methods": ["dense", "l1", "slimming", "transfer-scratch"],
+        "seeds": [0], "recipe": "tiny", "epochs": {"train": 1, "prune": 1, "finetune": 1},
+        "max_samples": 96, "data_seed": 0}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_grid_shares_and_dedupes():
+    cfg = ExperimentConfig.from_dict({**TINY, "budgets": [0.25, 0.125], "seeds": [0, 1],
+                                      "methods": ["dense", "chipnet-direct", "transfer-finetune", "random"]})
+    cells = grid(cfg)
+    ids = [c.id for c in cells]
+    assert len(ids) == len(set(ids))
+    assert sum(c.method == "dense" for c in cells) == 2  # one per (student, seed), not per budget
+    assert len(cells) == 2 * (1 + 2 * 3)
+    with pytest.raises(RunError, match="unknown methods"):
+        ExperimentConfig.from_dict({**TINY, "methods": ["magic"]})
+    with pytest.raises(RunError, match="unknown keys"):
+        ExperimentConfig.from_dict({**TINY, "budgetz": [0.1]})
+
+
+def test_interrupted_experiment_resumes_without_redoing_cells(tmp_path):
+    cfg = ExperimentConfig.from_dict(TINY)
+    out = tmp_path / "exp"
+    seen: list[str] = []
+
+    def boom_on_third(cell):
+        seen.append(cell.id)
+        if len(seen) == 3:
+            raise Interrupt(cell.id)
+
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, out=out, on_cell=boom_on_third)
+    first = read_results(out)
+    assert [r["cell"] for r in first] == seen[:2]
+    dense_weights = out / "runs" / "dense-mnist5k-s0" / "weights.safetensors"
+    stamp = dense_weights.stat().st_mtime_ns
+
+    resumed: list[str] = []
+    summary = run_experiment(cfg, out=out, max_cells=1, on_cell=lambda c: resumed.append(c.id))
+    assert resumed == [seen[2]] and summary["done"] == 3 and summary["total"] == 4
+    assert "PARTIAL RESULTS: 3 of 4" in (out / "results.md").read_text()
+
+    rc = main(["experiment", str(_write_yaml(tmp_path, cfg)), "--out", str(out)])  # the CLI finishes it
+    assert rc == 0
+    rows = read_results(out)
+    assert len(rows) == 4 and len({r["cell"] for r in rows}) == 4
+    assert rows[:2] == first  # finished cells were not redone
+    assert dense_weights.stat().st_mtime_ns == stamp  # the shared dense student was trained once
+    for r in rows:
+        if r["method"] != "dense":
+            assert r["ratios"]["flops"] <= 0.25 + 1e-12 and 0.25 - r["ratios"]["flops"] <= 0.01
+    table = (out / "results.md").read_text()
+    assert "PARTIAL" not in table and "| l1 |" in table and "| transfer-scratch (animal-mnist) |" in table
+    assert (out / "plot-mnist5k.png").stat().st_size > 1000
+    assert len((out / "results.csv").read_text().splitlines()) == 5
+    assert len(json.loads((out / "results.json").read_text())) == 4
+    _check_zoo_export(tmp_path, out)
+
+
+def _check_zoo_export(tmp_path, out):
+    """export_zoo -> a registry folder with runnable models; MaskRegistry() falls back to the built-in zoo."""
+    import torch
+
+    from chipnet_zoo import registry as registry_module
+    from chipnet_zoo.experiment import export_zoo
+    from chipnet_zoo.registry import MaskRegistry
+
+    zoo, cards = tmp_path / "zoo", tmp_path / "cards"
+    entries = export_zoo(out, zoo, cards=cards)
+    assert [e.key for e in entries] == ["resnet8/mnist5k/flops-1"]  # the dense student (no chipnet cells here)
+    assert (cards / "resnet8__mnist5k__flops-1.md").read_text().startswith("# Recipe card")
+    model = MaskRegistry(zoo).pull_model("resnet8/mnist5k/flops-1")
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    old = registry_module.BUILTIN_ZOO
+    registry_module.BUILTIN_ZOO = zoo
+    try:
+        assert MaskRegistry().pull("resnet8/mnist5k/flops-1").metadata["method"] == "dense"  # from the zoo
+        with pytest.raises(Exception, match="read-only"):
+            MaskRegistry.builtin().push(MaskRegistry(zoo).pull("resnet8/mnist5k/flops-1"), overwrite=True)
+        with pytest.raises(FileNotFoundError):
+            MaskRegistry().pull("resnet8/mnist5k/flops-0.5")
+    finally:
+        registry_module.BUILTIN_ZOO = old
+
+
+def _write_yaml(tmp_path, cfg: ExperimentConfig):
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({k: getattr(cfg, k) for k in TINY}))
+    return path
+
+
+def test_shipped_configs_parse():
+    for name in ("offline",):
+        cfg = ExperimentConfig.load(name)
+        assert cfg.teachers and cfg.students and len(cfg.seeds) >= 3
+        assert set(cfg.methods) == {"dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random",
+                                    "l1", "slimming"}
