@@ -36,16 +36,16 @@ _LAZY = {
     "MaskRegistry": ".registry",
     "create_model": ".models",
     "list_models": ".models",
-    "transfer": ".transfer",
+    "transfer": ".mask_transfer",  # not ".transfer": a submodule would shadow the function
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .budget import Budget
     from .mask import Mask
+    from .mask_transfer import transfer
     from .models import create_model, list_models
     from .pruner import ChipNetPruner
     from .registry import MaskRegistry
-    from .transfer import transfer
 
 
 def __getattr__(name: str) -> Any:

@@ -241,7 +241,7 @@ class Workspace:
                 self._baseline_mask(dense, budget, cell.method, s).save(mask_file)
             return self.finetune(f"{cell.method}-{tag}", student, s, mask_file, dense / WEIGHTS)
         # transfer-scratch / transfer-finetune
-        from .transfer import transfer
+        from .mask_transfer import transfer
 
         protocol = cell.method.split("-", 1)[1]
         teacher_mask = self.teacher_mask(cell.teacher, cell.budget, s)

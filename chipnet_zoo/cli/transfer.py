@@ -8,7 +8,7 @@ import sys
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from ..transfer import transfer
+    from ..mask_transfer import transfer
 
     metrics = transfer(args.mask, args.dataset, args.protocol, budget=args.budget, arch=args.arch,
                        recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
