@@ -5,8 +5,9 @@ the ChipNet pruning phase at a FLOPs budget. Reports per epoch the soft/hard rat
 crisp gates (|z - z~| < 0.05), soft and hard validation accuracy, and the hard accuracy after
 re-estimating BN statistics under the hard mask (no weight update).
 
-    python benchmarks/prune_small_data.py --epochs 20 --psi-travel 30
-    python benchmarks/prune_small_data.py --epochs 6 --psi-travel 100 --budget flops:0.25
+    python benchmarks/prune_small_data.py --epochs 20                     # the defaults
+    python benchmarks/prune_small_data.py --epochs 20 --harden 0 --crispness-weight 10 --no-group-normalize
+                                                        # the authors' purely soft phase, for comparison
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--psi-travel", type=float, default=None)
     parser.add_argument("--budget", default="flops:0.25")
+    parser.add_argument("--harden", type=float, default=None,
+                        help="final fraction of the phase trained under the hard mask (default: the pruner's)")
+    parser.add_argument("--crispness-weight", type=float, default=None, help="default: the pruner's")
+    parser.add_argument("--no-group-normalize", action="store_true",
+                        help="the authors' gates (no division by each group's largest gate)")
     args = parser.parse_args()
     data = load_data("mnist5k", seed=0)
     train, val, _ = make_loaders(data, batch_size=32, seed=0)
@@ -81,6 +87,7 @@ def main() -> None:
     dense = evaluate_accuracy(model, val)
     print(f"dense: val accuracy {dense:.3f} after {args.pretrain_epochs} epochs ({time.perf_counter() - start:.0f} s)")
     kwargs = {} if args.psi_travel is None else {"psi_travel": args.psi_travel}
+    kwargs["group_normalize"] = not args.no_group_normalize
     pruner = cz.ChipNetPruner(model, args.budget, example_input=torch.randn(1, 1, 28, 28), **kwargs)
     rows = []
 
@@ -89,14 +96,20 @@ def main() -> None:
         rows.append(dict(record))
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                        if k in ("epoch", "soft_ratio", "hard_ratio", "crisp_fraction", "soft_val_accuracy",
-                                "hard_val_accuracy", "recalibrated_hard_val_accuracy", "gamma", "seconds")),
+                                "hard_val_accuracy", "recalibrated_hard_val_accuracy", "gamma", "hard_mix",
+                                "seconds")),
               flush=True)
 
-    pruner.fit(train, val, epochs=args.epochs, callback=report, progress=False)
+    fit_kwargs = {} if args.harden is None else {"harden": args.harden}
+    if args.crispness_weight is not None:
+        fit_kwargs["crispness_weight"] = args.crispness_weight
+    pruner.fit(train, val, epochs=args.epochs, callback=report, progress=False, **fit_kwargs)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"prune_small_data-{args.budget.replace(':', '-')}-e{args.epochs}.json"
+    hp = pruner._hparams
+    variant = f"h{hp['harden']:g}-wc{hp['crispness_weight']:g}" + ("-gn" if hp["group_normalize"] else "")
+    out = RESULTS / f"prune_small_data-{args.budget.replace(':', '-')}-e{args.epochs}-{variant}.json"
     out.write_text(json.dumps({"args": vars(args), "dense_val_accuracy": dense, "history": rows,
-                               "psi_lr": pruner._hparams.get("psi_lr")}, indent=2))
+                               "hparams": hp}, indent=2))
     print(f"wrote {out}")
 
 

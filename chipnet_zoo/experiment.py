@@ -300,7 +300,7 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | o
     (out / "config.json").write_text(json.dumps({k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, indent=1))
     ws = workspace(cfg, out) if workspace is not None else Workspace(cfg, out, progress)
     cells = grid(cfg)
-    done = {r["cell"] for r in read_results(out)}
+    done = {r["cell"] for r in read_results(out)} & {c.id for c in cells}  # rows of other grids don't count
     todo = [c for c in cells if c.id not in done]
     print(f"experiment {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"-> {out}", file=sys.stderr, flush=True)

@@ -3,6 +3,9 @@
 Gate math (the authors' code, see DESIGN §3.3): a latent ψ per channel, ψ ~ U(0, 0.01);
 z̃ = σ(β·ψ) (logistic); z = 1 − exp(−γ·z̃) + z̃·exp(−γ) (continuous Heaviside);
 crispness = mean over all gates of (z − z̃)²; soft keep count σ(s·(z − 0.5)).
+Two additions of this package (both optional, on by default in ``ChipNetPruner``): z divided by the
+largest z of its channel group, and a straight-through pull of the forward value onto a hard mask
+(``hard_target``/``hard_mix``) at the end of the pruning phase; docs/benchmarks.md has why.
 
 Where gates act (DESIGN §3.2): a pruned channel must be zero wherever it *enters* a conv or linear
 layer. So each consumer layer's weight is scaled by the gate of every input channel it reads —
@@ -46,6 +49,11 @@ def crispness_loss(z: torch.Tensor, z_tilde: torch.Tensor) -> torch.Tensor:
 def soft_keep(z: torch.Tensor, steepness: float | torch.Tensor) -> torch.Tensor:
     """Differentiable 'is this channel kept' value σ(s·(z − 0.5))."""
     return torch.sigmoid(steepness * (z - 0.5))
+
+
+def straight_through(z: torch.Tensor, hard: torch.Tensor, mix: float) -> torch.Tensor:
+    """Forward value ``(1 − mix)·z + mix·hard``; gradient identity w.r.t. ``z`` (straight-through)."""
+    return z + mix * (hard - z).detach()
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ class _GateBase(nn.Module):
     def __getstate__(self) -> dict:
         # per-forward tensors carry autograd history and cannot be deep-copied; they are recomputed anyway
         state = dict(self.__dict__)
-        for key in ("_gathered", "last_z", "last_z_tilde"):
+        for key in ("_gathered", "last_z", "last_z_raw", "last_z_tilde"):
             if key in state:
                 state[key] = None
         return state
@@ -129,28 +137,54 @@ class _GateBase(nn.Module):
 class ChipNetGates(_GateBase):
     """Learnable gates: ψ per channel, β/γ/s as buffers (so they are saved and synced)."""
 
-    def __init__(self, graph: ChannelGraph, init_scale: float = 0.01, schedule: GateSchedule | None = None):
+    def __init__(self, graph: ChannelGraph, init_scale: float = 0.01, schedule: GateSchedule | None = None,
+                 group_normalize: bool = False):
         super().__init__(graph)
         schedule = schedule or GateSchedule()
+        self.group_normalize = group_normalize
+        group_id = torch.zeros(graph.num_channels, dtype=torch.long)
+        for i, group in enumerate(graph.groups):
+            group_id[group.indices] = i
+        self.register_buffer("group_id", group_id, persistent=False)
+        self.num_groups = len(graph.groups)
         self.psi = nn.Parameter(torch.rand(graph.num_channels) * init_scale)
         self.register_buffer("beta", torch.tensor(schedule.beta0))
         self.register_buffer("gamma", torch.tensor(schedule.gamma0))
         self.register_buffer("steepness", torch.tensor(schedule.steepness0))
         self.fixed: torch.Tensor | None = None  # a 0/1 vector overrides the soft gates (hard validation)
+        # hardening (straight-through): the forward value moves from z to a 0/1 target by ``hard_mix``,
+        # while gradients still flow to ψ as through z
+        self.hard_target: torch.Tensor | None = None
+        self.hard_mix: float = 0.0
         self.last_z: torch.Tensor | None = None
+        self.last_z_raw: torch.Tensor | None = None
         self.last_z_tilde: torch.Tensor | None = None
+
+    def _normalized(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.group_normalize:
+            return z
+        top = z.new_zeros(self.num_groups).scatter_reduce(0, self.group_id, z, "amax", include_self=False)
+        return z / top[self.group_id].clamp_min(1e-12)
 
     def z_tilde(self) -> torch.Tensor:
         return logistic(self.psi, self.beta)
 
-    def z(self) -> torch.Tensor:
+    def z_raw(self) -> torch.Tensor:
+        """The continuous Heaviside of z̃ (what crispness compares with z̃)."""
         return heaviside(self.z_tilde(), self.gamma)
+
+    def z(self) -> torch.Tensor:
+        """The gate value used by the model and the cost (group-normalised when enabled)."""
+        return self._normalized(self.z_raw())
 
     def values(self) -> torch.Tensor:
         if self.fixed is not None:
             return self.fixed.to(self.psi)
         self.last_z_tilde = self.z_tilde()
-        self.last_z = heaviside(self.last_z_tilde, self.gamma)
+        self.last_z_raw = heaviside(self.last_z_tilde, self.gamma)
+        self.last_z = self._normalized(self.last_z_raw)
+        if self.hard_target is not None and self.hard_mix > 0:
+            return straight_through(self.last_z, self.hard_target.to(self.last_z), self.hard_mix)
         return self.last_z
 
 

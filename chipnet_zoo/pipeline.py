@@ -366,6 +366,7 @@ def _prune(run, cfg, bundle, loaders, acc, s, resume_state, checkpoint, restore)
     history = pruner.fit(
         loaders.train, loaders.val, epochs=phase["epochs"], lr=phase["lr"], weight_decay=phase["weight_decay"],
         budget_weight=phase["budget_weight"], crispness_weight=phase["crispness_weight"], accelerator=acc,
+        **({} if phase.get("harden") is None else {"harden": float(phase["harden"])}),
         callback=lambda record, p: checkpoint(record, lambda: {"pruner": p.state_dict()}), progress=s.progress)
     mask, digests = _agree_on_mask(pruner.mask(), acc)
     best = pruner.best or {}

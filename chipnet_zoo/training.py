@@ -41,8 +41,10 @@ PHASE_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
     "select": "best",          # best (restore the best-validation epoch at the end) | last
     "budget_weight": 30.0,     # prune only
-    "crispness_weight": 10.0,  # prune only
+    "crispness_weight": 100.0,  # prune only (the paper recipes: the authors' 10; see pruner.DEFAULT_CRISPNESS_WEIGHT)
     "psi_travel": None,        # prune only: None = the pruner's default
+    "harden": None,            # prune only: final fraction trained under the hard mask; None = the pruner's
+                               # default, 0 = the authors' purely soft phase
 }
 
 #: Where a phase's defaults differ (the authors' pruning.py and finetuning.py).
@@ -110,6 +112,10 @@ def phase_config(recipe: Mapping[str, Any], phase: str, **overrides: Any) -> dic
     for key in ("lr", "momentum", "weight_decay", "lr_gamma", "budget_weight", "crispness_weight"):
         cfg[key] = float(cfg[key])
     cfg["milestones"] = [float(m) for m in cfg["milestones"]]
+    if cfg["harden"] is not None:
+        cfg["harden"] = float(cfg["harden"])
+        if not 0.0 <= cfg["harden"] <= 1.0:
+            raise RunError(f"harden must be a fraction in [0, 1], got {cfg['harden']!r}")
     return cfg
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from chipnet_zoo.gates import GateSchedule, crispness_loss, heaviside, logistic, soft_keep
+from chipnet_zoo.gates import GateSchedule, crispness_loss, heaviside, logistic, soft_keep, straight_through
 
 
 def test_logistic_known_points():
@@ -83,3 +83,13 @@ def test_schedules_stretch_over_shorter_runs():
     assert s.gamma(e) == pytest.approx(64.0)
     assert s.gamma(s.reference_epoch(4, 4)) == 256.0  # capped by the end of any run
     assert s.steepness(s.reference_epoch(4, 4)) == 60.0
+
+
+def test_straight_through_value_mixes_and_gradient_is_identity():
+    z = torch.tensor([0.2, 0.7, 0.9], requires_grad=True)
+    hard = torch.tensor([0.0, 1.0, 0.0])
+    out = straight_through(z, hard, 0.25)
+    assert torch.allclose(out, 0.75 * z.detach() + 0.25 * hard)
+    assert torch.equal(straight_through(z, hard, 1.0), hard)
+    (out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(z.grad, torch.tensor([1.0, 2.0, 3.0]))  # as if the forward value were z itself

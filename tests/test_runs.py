@@ -355,6 +355,11 @@ def test_recipe_errors(tmp_path):
     with pytest.raises(RunError, match="AdamW at a constant learning rate"):
         phase_config(load_recipe(bad), "prune")
     assert phase_config({"name": "empty"}, "prune")["optimizer"] == "adamw"
+    bad.write_text("prune:\n  harden: 1.5\n")
+    with pytest.raises(RunError, match=r"harden must be a fraction in \[0, 1\]"):
+        phase_config(load_recipe(bad), "prune")
+    bad.write_text("prune:\n  harden: 0\n")
+    assert phase_config(load_recipe(bad), "prune")["harden"] == 0.0  # 0 = the authors' purely soft phase
 
 
 def test_epoch_schedules():
