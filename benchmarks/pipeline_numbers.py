@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from chipnet_zoo.experiment import Cell, ExperimentConfig, Runs
+from chipnet_zoo.experiment import Cell, ExperimentConfig, Workspace
 from chipnet_zoo.runs import Run
 
 RESULTS = Path(__file__).parent / "results"
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.25, 0.125, 0.0625])
     args = parser.parse_args()
     cfg = ExperimentConfig.load(CONFIG)
-    runs = Runs(cfg, args.out)
+    runs = Workspace(cfg, args.out)
     rows = []
     for dataset in args.datasets:
         dense = Run(runs.dense(dataset, args.seed)).metrics()

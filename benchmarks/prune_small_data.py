@@ -8,6 +8,7 @@ re-estimating BN statistics under the hard mask (no weight update).
     python benchmarks/prune_small_data.py --epochs 20                     # the defaults
     python benchmarks/prune_small_data.py --epochs 20 --harden 0 --crispness-weight 10 --no-group-normalize
                                                         # the authors' purely soft phase, for comparison
+    python benchmarks/prune_small_data.py --plot        # one figure of every result file of 20 epochs
 """
 
 from __future__ import annotations
@@ -65,6 +66,43 @@ def recalibrated_hard_accuracy(pruner: cz.ChipNetPruner, train, val, batches: in
             bn.momentum = momentum
 
 
+def plot_results(budget: str, epochs: int) -> Path:
+    """Soft/hard ratio, crisp fraction and hard-mask val accuracy per epoch, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = sorted(RESULTS.glob(f"prune_small_data-{budget.replace(':', '-')}-e{epochs}-*.json"))
+    if not files:
+        raise SystemExit(f"no result files for {budget}, {epochs} epochs in {RESULTS}")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    target = float(budget.split(":")[1])
+    for path in files:
+        result = json.loads(path.read_text())
+        hp, hist = result["hparams"], result["history"]
+        label = (f"harden {hp['harden']:g}, w_c {hp['crispness_weight']:g}, "
+                 f"{'group-norm' if hp['group_normalize'] else 'raw gates'}")
+        ep = [r["epoch"] for r in hist]
+        line, = axes[0].plot(ep, [r["soft_ratio"] for r in hist], label=f"{label} (soft)")
+        axes[0].plot(ep, [r["hard_ratio"] for r in hist], ls=":", color=line.get_color())
+        axes[1].plot(ep, [r["crisp_fraction"] for r in hist], color=line.get_color(), label=label)
+        axes[2].plot(ep, [r["hard_val_accuracy"] for r in hist], color=line.get_color(), label=label)
+    axes[0].axhline(target, color="grey", lw=0.8)
+    for ax, title in zip(axes, (f"{budget} ratio (solid soft, dotted hard)", "crisp gates |z - z~| < 0.05",
+                                "val accuracy under the hard mask")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"ChipNet pruning phase, resnet20 on mnist5k, {epochs} epochs")
+    fig.tight_layout()
+    out = RESULTS / f"prune_small_data-{budget.replace(':', '-')}-e{epochs}.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
@@ -76,7 +114,12 @@ def main() -> None:
     parser.add_argument("--crispness-weight", type=float, default=None, help="default: the pruner's")
     parser.add_argument("--no-group-normalize", action="store_true",
                         help="the authors' gates (no division by each group's largest gate)")
+    parser.add_argument("--plot", action="store_true",
+                        help="only plot the existing result files of --epochs epochs and --budget")
     args = parser.parse_args()
+    if args.plot:
+        print(f"wrote {plot_results(args.budget, args.epochs)}")
+        return
     data = load_data("mnist5k", seed=0)
     train, val, _ = make_loaders(data, batch_size=32, seed=0)
     pre, _, _ = make_loaders(data, batch_size=128, seed=0)

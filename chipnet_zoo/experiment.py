@@ -193,7 +193,7 @@ class Workspace:
         return RunSettings(kind, out=str(out), arch=self.cfg.arch, dataset=dataset, recipe=self.cfg.recipe,
                            max_samples=self.cfg.samples(dataset), data_seed=self.cfg.data_seed, seed=seed,
                            epochs=(self.cfg.epochs or {}).get("finetune" if kind == "finetune" else kind),
-                           resume=True, progress=self.progress, **kw)
+                           resume=True, progress=self.progress, wait_for_lock=True, **kw)
 
     def dense(self, dataset: str, seed: int) -> Path:
         """A finished dense ``train`` run on ``dataset`` (trained once per dataset and seed)."""

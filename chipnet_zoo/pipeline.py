@@ -66,6 +66,7 @@ class RunSettings:
     workers: int = 0
     progress: bool = True
     latency_repeats: int = 10
+    wait_for_lock: bool = False  # another process on the same run folder: wait (True) or fail (False)
     argv: list[str] = field(default_factory=list)
 
 
@@ -169,6 +170,13 @@ def execute(s: RunSettings) -> dict[str, Any]:
     acc = make_accelerator(s.device)  # joins the process group first: every rank decides before anyone writes
     cfg = resolve(s) if not (s.resume and s.out and R.Run(s.out).exists()) else None
     run = R.Run(s.out if cfg is None else _run_dir(s, cfg))
+    if int(os.environ.get("RANK", "0")) != 0:  # the main process holds the folder for all ranks
+        return _execute_unlocked(run, cfg, s, acc)
+    with R.run_lock(run.path, wait=s.wait_for_lock):
+        return _execute_unlocked(run, cfg, s, acc)
+
+
+def _execute_unlocked(run: R.Run, cfg: dict[str, Any] | None, s: RunSettings, acc) -> dict[str, Any]:
     if run.exists():
         old = run.config()
         if run.is_finished():

@@ -10,6 +10,7 @@ A run folder holds::
     pruned_weights.safetensors   prune: the dense-shaped weights after the pruning phase
     curves.png, kept_channels.png
     checkpoint/                  while the run is in progress (removed when it finishes)
+    .lock                        held by the process running it (a second process is refused, or waits)
 
     >>> from chipnet_zoo.runs import load_run_model
     >>> model = load_run_model("runs/finetune-resnet8-mnist5k-flops-0.25")   # doctest: +SKIP
@@ -17,12 +18,13 @@ A run folder holds::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata as _metadata
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,36 @@ def default_run_dir(kind: str, arch: str, dataset: str, budget_slug: str | None 
     safe = [s.replace("/", "_").replace(os.sep, "_") for s in (kind, arch, Path(dataset).name or dataset, budget_slug)
             if s]
     return Path(root) / "-".join(safe)
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(path: str | os.PathLike, *, wait: bool = False) -> Iterator[None]:
+    """Hold ``<path>/.lock`` (an OS file lock, released when the process dies) while a run executes.
+
+    Two processes on one run folder would overwrite each other's checkpoints. If another process holds
+    the lock, ``wait=False`` raises :class:`RunError`; ``wait=True`` blocks until it is released (the
+    experiment runner: the run is then usually finished and is reused).
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise RunError(f"run folder {folder} is in use by another process; wait for it to finish, "
+                           "or choose another --out") from None
+        print(f"waiting for run folder {folder} (in use by another process)", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # --- weights -------------------------------------------------------------------------------------

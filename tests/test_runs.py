@@ -283,6 +283,37 @@ def test_weights_of_another_shape_are_refused(capsys, tmp_path, chain):
     assert "do not fit resnet20" in capsys.readouterr().err
 
 
+def test_a_run_folder_in_use_is_refused_or_waited_for(capsys, tmp_path, chain):
+    """Two processes on one run folder would overwrite each other's checkpoints: the CLI refuses the
+    second; the experiment runner (``wait=True``) waits for the first to finish."""
+    import threading
+
+    from chipnet_zoo.runs import run_lock
+
+    out = tmp_path / "busy"
+    with run_lock(out):  # another "process" is running there
+        assert main(["prune", "--from", str(chain["train"]), "--budget", "flops:0.5", "--out", str(out),
+                     "--no-progress"]) == 1
+    assert "is in use by another process" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    events: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with run_lock(out):
+            held.set()
+            time.sleep(0.3)
+            events.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait()
+    with run_lock(out, wait=True):
+        events.append("second ran")
+    thread.join()
+    assert events == ["first done", "second ran"]
+
+
 # --- building blocks -----------------------------------------------------------------------------
 def test_checkpoint_state_round_trip_and_atomic_commit(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
