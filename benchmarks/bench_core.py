@@ -55,9 +55,9 @@ def step_overhead(arch: str, batch: int, repeats: int) -> dict:
 
     def gated_step():
         ce = F.cross_entropy(gated(x), y)
-        z, zt = gates.last_z, gates.last_z_tilde
+        z, zt = gates.last_z, gates.last_z_tilde  # as in ChipNetPruner.fit: cost on z, crispness on raw z
         loss = ce + 30 * (pruner.cost.ratio("flops", soft_keep(z, gates.steepness)) - 0.25) ** 2 \
-            + 10 * crispness_loss(z, zt)
+            + 10 * crispness_loss(gates.last_z_raw, zt)
         opt2.zero_grad()
         loss.backward()
         opt2.step()
@@ -71,14 +71,15 @@ def step_overhead(arch: str, batch: int, repeats: int) -> dict:
     return {"arch": arch, "batch": batch, "plain_step_s": p, "pruning_step_s": g, "ratio": g / p}
 
 
-def slim_speedup(arch: str, budgets: list[float], batch: int, repeats: int) -> list[dict]:
-    """CPU inference latency of the slimmed model vs the dense one at FLOPs budgets (random-score masks)."""
+def slim_speedup(arch: str, budgets: list[float], batch: int, repeats: int, round_to: int = 1) -> list[dict]:
+    """CPU inference latency of the slimmed model vs the dense one at FLOPs budgets (random-score masks;
+    ``round_to``: channel counts in multiples of it)."""
     torch.manual_seed(0)
     dense = cz.create_model(arch, num_classes=10).eval()
     x = torch.randn(batch, 3, 32, 32)
     rows = []
     for b in budgets:
-        pruner = cz.ChipNetPruner(dense, f"flops:{b}", example_input=x[:1])
+        pruner = cz.ChipNetPruner(dense, f"flops:{b}", example_input=x[:1], round_to=round_to)
         with torch.no_grad():
             pruner.gates.psi.copy_(torch.randn_like(pruner.gates.psi))
         mask = pruner.mask()
@@ -88,7 +89,7 @@ def slim_speedup(arch: str, budgets: list[float], batch: int, repeats: int) -> l
             t_dense = _median_time(lambda m=dense: m(x), repeats)
             t_slim = _median_time(lambda m=slim: m(x), repeats)
         ideal = 1 / mask.ratios["flops"]
-        rows.append({"arch": arch, "budget": b, "flops_ratio": mask.ratios["flops"], "dense_ms": 1e3 * t_dense,
+        rows.append({"arch": arch, "round_to": round_to, "budget": b, "flops_ratio": mask.ratios["flops"], "dense_ms": 1e3 * t_dense,
                      "slim_ms": 1e3 * t_slim, "speedup": t_dense / t_slim, "ideal": ideal,
                      "fraction_of_ideal": (t_dense / t_slim) / ideal})
     return rows
@@ -118,7 +119,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                    f"torch {torch.__version__}",
         "step_overhead": [step_overhead(a, 32, repeats) for a in archs],
-        "slim_speedup": [r for a in archs for r in slim_speedup(a, [0.5, 0.25, 0.125], 64, repeats)],
+        "slim_speedup": [r for a in archs for rt in (1, 8) for r in slim_speedup(a, [0.5, 0.25, 0.125], 64, repeats, rt)],
         "setup": setup_times(),
     }
     RESULTS.mkdir(exist_ok=True)
@@ -130,7 +131,7 @@ def main() -> None:
               f"  ratio {r['ratio']:.3f}")
     print("\nslimmed vs dense CPU inference (batch 64; target >= 0.75 x ideal at 25 %)")
     for r in result["slim_speedup"]:
-        print(f"  {r['arch']:<10} flops {r['flops_ratio']:.4f}  dense {r['dense_ms']:.1f} ms  slim {r['slim_ms']:.1f} ms"
+        print(f"  {r['arch']:<10} round_to {r['round_to']}  flops {r['flops_ratio']:.4f}  dense {r['dense_ms']:.1f} ms  slim {r['slim_ms']:.1f} ms"
               f"  speed-up {r['speedup']:.2f}x  ideal {r['ideal']:.2f}x  ({r['fraction_of_ideal']:.2f} of ideal)")
     s = result["setup"]
     print(f"\n{s['arch']} @ {s['input']}px: ChipNetPruner(...) {s['construct_s']:.2f} s (target < 3 s), "

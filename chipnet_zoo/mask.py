@@ -201,11 +201,12 @@ class Mask:
         return slim_model(plain, graph, self.keep_vector(), x)
 
     def rethreshold(self, budget: Budget | str, model: nn.Module | None = None,
-                    example_input: torch.Tensor | None = None) -> Mask:
+                    example_input: torch.Tensor | None = None, round_to: int | None = None) -> Mask:
         """A new mask from this mask's scores, thresholded at ``budget`` on ``model``.
 
         ``model`` defaults to a fresh instance of the mask's architecture (``create_model``) with the
         mask's class count and input size; pass a student model to count costs on its own input size.
+        ``round_to`` defaults to the one the mask was made with (``hparams["round_to"]``, else 1).
         """
         from .cost import CostModel
         from .models import create_model
@@ -219,8 +220,12 @@ class Mask:
         x = _example_input(model, self.metadata, example_input)
         graph = self._graph_for(model, x)
         cost = CostModel(graph)
-        keep = threshold_scores(self.score_vector(), cost, budget)
+        if round_to is None:
+            round_to = int((self.metadata.get("hparams") or {}).get("round_to", 1))
+        keep = threshold_scores(self.score_vector(), cost, budget, round_to=round_to)
         meta = {k: v for k, v in self.metadata.items() if k not in ("ratios", "budget_type", "budget", "created")}
+        if round_to != 1:
+            meta["hparams"] = {**(meta.get("hparams") or {}), "round_to": round_to}
         return Mask.from_vectors(graph, keep, self.score_vector(), **{
             **meta, "input_size": list(graph.input_shape), "budget_type": budget.kind, "budget": budget.value,
             "ratios": cost.hard_ratios(keep)})

@@ -59,6 +59,8 @@ class ChipNetPruner:
             scale of its input, so without this a whole group can sit at z ≈ 0.1 — counted as removed
             by the soft cost, yet fully used — and the thresholded mask (which keeps ≥ 1 channel per
             group) then collapses the network. ``False`` is the authors' gate.
+        round_to: every group keeps a multiple of this many channels (or all of them); 8 or 16
+            makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md).
 
     Example:
         >>> import torch, chipnet_zoo as cz
@@ -71,8 +73,11 @@ class ChipNetPruner:
     def __init__(self, model: nn.Module, budget: Budget | str, *, example_input: torch.Tensor,
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
-                 group_normalize: bool = True):
+                 group_normalize: bool = True, round_to: int = 1):
         self.budget = Budget.parse(budget)
+        if int(round_to) != round_to or round_to < 1:
+            raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
+        self.round_to = int(round_to)
         self.model = model
         self.example_input = example_input.detach()[:1]
         self.schedule = schedule or GateSchedule()
@@ -81,9 +86,9 @@ class ChipNetPruner:
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
         self.cost = CostModel(self.graph)
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),
-                                                                       self.cost).double()))
+                                                                       self.cost, self.round_to).double()))
         if smallest > self.budget.value + 1e-12:
-            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest)
+            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to)
         device = next(model.parameters()).device
         self.gates = ChipNetGates(self.graph, init_scale, self.schedule, group_normalize).to(device)
         attach_gates(model, self.gates, self.graph)
@@ -108,7 +113,7 @@ class ChipNetPruner:
 
     def hard_keep(self, budget: Budget | str | None = None) -> torch.Tensor:
         """Boolean keep vector from the current gates, thresholded at ``budget`` (default: the pruner's)."""
-        return threshold_scores(self.z(), self.cost, budget or self.budget)
+        return threshold_scores(self.z(), self.cost, budget or self.budget, round_to=self.round_to)
 
     def mask(self, budget: Budget | str | None = None) -> Mask:
         """The hard :class:`Mask`: from the best epoch after :meth:`fit`, else from the current gates."""
@@ -117,7 +122,7 @@ class ChipNetPruner:
             keep, scores = self.best["keep"], self.best["scores"]
         else:
             scores = self.z()
-            keep = threshold_scores(scores, self.cost, budget)
+            keep = threshold_scores(scores, self.cost, budget, round_to=self.round_to)
         metrics = {"hard_val_accuracy": self.best["accuracy"], "best_epoch": self.best["epoch"]} if self.best else {}
         model = self.model
         return Mask.from_vectors(
@@ -126,7 +131,7 @@ class ChipNetPruner:
             num_classes=int(getattr(model, "num_classes", 0) or 0),
             budget_type=budget.kind, budget=budget.value,
             ratios=self.cost.hard_ratios(keep), method="chipnet", metrics=metrics,
-            hparams=dict(self._hparams),
+            hparams={**self._hparams, **({"round_to": self.round_to} if self.round_to != 1 else {})},
         )
 
     # --- the pruning phase -----------------------------------------------------------------------
@@ -155,7 +160,7 @@ class ChipNetPruner:
             raise ValueError(f"harden must be a fraction in [0, 1], got {harden}")
         self._hparams = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "psi_lr": psi_lr,
                          "budget_weight": budget_weight, "crispness_weight": crispness_weight, "harden": harden,
-                         "group_normalize": self.gates.group_normalize,
+                         "group_normalize": self.gates.group_normalize, "round_to": self.round_to,
                          "steps_per_epoch": steps_per_epoch, "psi_travel": self.psi_travel}
         psi = self.gates.psi
         weights = [p for p in self.model.parameters() if p is not psi and p.requires_grad]
@@ -244,10 +249,11 @@ class ChipNetPruner:
         gates.hard_mix = min(1.0, (progress - start) / (0.5 * harden))
         if gates.hard_mix >= 1.0:
             if self.committed is None:
-                self.committed = threshold_scores(self.z(), self.cost, self.budget)
+                self.committed = threshold_scores(self.z(), self.cost, self.budget, round_to=self.round_to)
             gates.hard_target = self.committed.to(gates.psi.device, torch.float32)
         elif gates.hard_target is None or done % HARDEN_REFRESH_STEPS == 0:
-            gates.hard_target = threshold_scores(self.z(), self.cost, self.budget).to(gates.psi.device, torch.float32)
+            keep = threshold_scores(self.z(), self.cost, self.budget, round_to=self.round_to)
+            gates.hard_target = keep.to(gates.psi.device, torch.float32)
 
     def _set_schedule(self, done: float, total: float) -> None:
         """Set β, γ and s for the point ``done / total`` of the run (updated every step, so that a
@@ -263,7 +269,8 @@ class ChipNetPruner:
             z, z_raw, z_tilde = gates.z(), gates.z_raw(), gates.z_tilde()
             soft = float(self.cost.ratio(self.budget.kind, soft_keep(z, gates.steepness)))
             crisp_fraction = float(((z_raw - z_tilde).abs() < CRISP_TOLERANCE).float().mean())
-        keep = self.committed.clone() if self.committed is not None else threshold_scores(z, self.cost, self.budget)
+        keep = (self.committed.clone() if self.committed is not None
+                else threshold_scores(z, self.cost, self.budget, round_to=self.round_to))
         record: dict[str, Any] = {"soft_ratio": soft, "hard_ratio": self.cost.hard_ratios(keep)[self.budget.kind],
                                   "crisp_fraction": crisp_fraction, "kept_channels": int(keep.sum())}
         if val_loader is not None:

@@ -82,3 +82,11 @@ def test_unknown_method_and_unreachable_budget(trained_like):
         baseline_mask(model, "flops:0.5", "magic", example_input=x)
     with pytest.raises(UnreachableBudgetError):
         baseline_mask(model, "params:0.0001", "l1", example_input=x)
+
+
+@pytest.mark.parametrize("method", ["random", "l1", "slimming"])
+def test_baselines_round_to(method):
+    model = cz.create_model("resnet20", num_classes=10)
+    mask = baseline_mask(model, "flops:0.25", method, example_input=torch.randn(1, 3, 32, 32), round_to=8)
+    assert 0.24 <= mask.ratios["flops"] <= 0.25 and mask.metadata["hparams"]["round_to"] == 8
+    assert all(int(k.sum()) % 8 == 0 or int(k.sum()) == k.numel() for k in mask.keep.values())

@@ -86,3 +86,47 @@ def test_budget_exact_slim_equals_masked(arch_setup, kind):
         # <= 1e-4 absolute for outputs of order one; relative for the deep nets whose random-BN logits
         # reach ~1e3, where float32 rounding alone is ~1e-4
         assert (expected - actual).abs().max().item() <= 1e-4 * max(1.0, scale), (name, kind, target)
+
+
+# --- round_to: channel counts in multiples of r ---------------------------------------------------
+@pytest.mark.parametrize("arch", ["resnet56", "mobilenetv2-cifar"])
+@pytest.mark.parametrize("kind,target", [("flops", 0.5), ("flops", 0.25), ("params", 0.25), ("channels", 0.5)])
+def test_round_to_keeps_multiples_and_meets_the_budget(arch, kind, target):
+    from chipnet_zoo.threshold import threshold_scores
+
+    model = cz.create_model(arch, num_classes=10)
+    pruner = cz.ChipNetPruner(model, "flops:0.5", example_input=torch.randn(1, 3, 32, 32))
+    scores = torch.rand(pruner.graph.num_channels, generator=torch.Generator().manual_seed(0))
+    keep = threshold_scores(scores, pruner.cost, f"{kind}:{target}", round_to=8)
+    ratio = float(pruner.cost.hard_ratios(keep)[kind])
+    assert ratio <= target and target - ratio <= 0.01
+    for group in pruner.graph.groups:
+        kept = keep[group.indices]
+        n = int(kept.sum())
+        assert n == group.size or (n > 0 and n % 8 == 0), (group.name, n, group.size)
+        # the kept channels are the group's best-scoring ones
+        group_scores = scores[group.indices]
+        if 0 < n < group.size:
+            assert group_scores[kept].min() >= group_scores[~kept].max()
+
+
+def test_round_to_in_the_pruner_mask_and_rethreshold():
+    from chipnet_zoo.errors import UnreachableBudgetError
+
+    model = cz.create_model("resnet20", num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    pruner = cz.ChipNetPruner(model, "flops:0.3", example_input=x, round_to=8)
+    mask = pruner.mask()
+    assert mask.ratios["flops"] <= 0.3 and mask.metadata["hparams"]["round_to"] == 8
+    assert all(int(k.sum()) % 8 == 0 or int(k.sum()) == k.numel() for k in mask.keep.values())
+    pruner.remove()
+    small = mask.slim(model)
+    assert sum(p.numel() for p in small.parameters()) == round(mask.ratios["params"] * sum(
+        p.numel() for p in model.parameters()))
+    again = mask.rethreshold("flops:0.5")  # keeps the mask's round_to
+    assert again.metadata["hparams"]["round_to"] == 8 and again.ratios["flops"] <= 0.5
+    assert all(int(k.sum()) % 8 == 0 or int(k.sum()) == k.numel() for k in again.keep.values())
+    with pytest.raises(UnreachableBudgetError, match=r"at least 8 channels \(round_to\)"):
+        cz.ChipNetPruner(cz.create_model("resnet20", num_classes=10), "flops:0.05", example_input=x, round_to=8)
+    with pytest.raises(ValueError, match="round_to must be a positive integer"):
+        cz.ChipNetPruner(cz.create_model("resnet20", num_classes=10), "flops:0.5", example_input=x, round_to=0)
