@@ -66,6 +66,7 @@ class RunSettings:
     workers: int = 0
     progress: bool = True
     latency_repeats: int = 10
+    round_to: int | None = None  # prune: channel counts in multiples of this (overrides the recipe)
     wait_for_lock: bool = False  # another process on the same run folder: wait (True) or fail (False)
     argv: list[str] = field(default_factory=list)
 
@@ -143,7 +144,8 @@ def resolve(s: RunSettings) -> dict[str, Any]:
     if Path(recipe_name).is_file():
         recipe_name = str(Path(recipe_name).resolve())
     recipe = load_recipe(recipe_name)
-    phase = phase_config(recipe, _PHASE[s.kind], epochs=s.epochs, batch_size=s.batch_size, lr=s.lr)
+    phase = phase_config(recipe, _PHASE[s.kind], epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                         round_to=s.round_to if s.kind == "prune" else None)
     return {
         "kind": s.kind, "arch": arch, "budget": budget, "seed": seed, "data_kwargs": data_kwargs,
         "recipe": {"name": recipe.get("name"), "source": recipe_name, "phase": phase},
@@ -367,7 +369,8 @@ def _prune(run, cfg, bundle, loaders, acc, s, resume_state, checkpoint, restore)
         model = model.to(memory_format=torch.channels_last)
     x_dev = torch.zeros(1, *bundle.input_size, device=acc.device)
     kwargs = {} if phase.get("psi_travel") is None else {"psi_travel": float(phase["psi_travel"])}
-    pruner = ChipNetPruner(model, cfg["budget"], example_input=x_dev, **kwargs)
+    pruner = ChipNetPruner(model, cfg["budget"], example_input=x_dev, round_to=int(phase.get("round_to", 1)),
+                           **kwargs)
     if resume_state is not None:
         pruner.load_state_dict(resume_state["pruner"])
         restore(pruner.history)

@@ -45,6 +45,7 @@ PHASE_DEFAULTS: dict[str, Any] = {
     "psi_travel": None,        # prune only: None = the pruner's default
     "harden": None,            # prune only: final fraction trained under the hard mask; None = the pruner's
                                # default, 0 = the authors' purely soft phase
+    "round_to": 1,             # prune only: every group keeps a multiple of this many channels (or all)
 }
 
 #: Where a phase's defaults differ (the authors' pruning.py and finetuning.py).
@@ -112,6 +113,9 @@ def phase_config(recipe: Mapping[str, Any], phase: str, **overrides: Any) -> dic
     for key in ("lr", "momentum", "weight_decay", "lr_gamma", "budget_weight", "crispness_weight"):
         cfg[key] = float(cfg[key])
     cfg["milestones"] = [float(m) for m in cfg["milestones"]]
+    if int(cfg["round_to"]) != cfg["round_to"] or int(cfg["round_to"]) < 1:
+        raise RunError(f"round_to must be a positive integer, got {cfg['round_to']!r}")
+    cfg["round_to"] = int(cfg["round_to"])
     if cfg["harden"] is not None:
         cfg["harden"] = float(cfg["harden"])
         if not 0.0 <= cfg["harden"] <= 1.0:

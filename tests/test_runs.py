@@ -283,6 +283,20 @@ def test_weights_of_another_shape_are_refused(capsys, tmp_path, chain):
     assert "do not fit resnet20" in capsys.readouterr().err
 
 
+def test_prune_round_to(capsys, tmp_path, chain):
+    out = tmp_path / "r8"
+    metrics = cli_json(capsys, "prune", "--from", str(chain["train"]), "--budget", "channels:0.5", "--round-to", "8",
+                       "--epochs", "1", "--out", str(out))
+    assert metrics["ratios"]["channels"] <= 0.5
+    mask = cz.Mask.load(out / "mask.safetensors")
+    assert mask.metadata["hparams"]["round_to"] == 8
+    assert all(int(k.sum()) % 8 == 0 or int(k.sum()) == k.numel() for k in mask.keep.values())
+    assert json.loads((out / "config.json").read_text())["resolved"]["recipe"]["phase"]["round_to"] == 8
+    assert main(["prune", "--from", str(chain["train"]), "--budget", "channels:0.5", "--round-to", "0",
+                 "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
+    assert "round_to must be a positive integer" in capsys.readouterr().err
+
+
 def test_a_run_folder_in_use_is_refused_or_waited_for(capsys, tmp_path, chain):
     """Two processes on one run folder would overwrite each other's checkpoints: the CLI refuses the
     second; the experiment runner (``wait=True``) waits for the first to finish."""

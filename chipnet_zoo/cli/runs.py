@@ -40,6 +40,10 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--budget", metavar="KIND:VALUE",
                    help="e.g. flops:0.25 (kinds: channels, volume, params, flops)" if kind == "prune"
                    else "re-threshold the mask's scores at this budget" if kind == "finetune" else argparse.SUPPRESS)
+    if kind == "prune":
+        p.add_argument("--round-to", type=int, metavar="N",
+                       help="every channel group keeps a multiple of N channels (or all of them); e.g. 8 for "
+                            "widths that run near their ideal speed (default: the recipe's, 1)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, help="training seed (default 0, or the --from run's)")
@@ -91,6 +95,7 @@ def _handler(kind: str):
                          "resume", "workers"):
                 setattr(settings, name, getattr(args, name))
             settings.mask = getattr(args, "mask", None)
+            settings.round_to = getattr(args, "round_to", None)
             settings.progress = not args.no_progress
         metrics = execute(settings)
         if args.json and _is_main():
