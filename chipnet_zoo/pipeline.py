@@ -165,6 +165,11 @@ def _run_dir(s: RunSettings, cfg: dict[str, Any]) -> Path:
 
 
 # --- the entry point -----------------------------------------------------------------------------
+def _is_rank0() -> bool:
+    """The global main process (also before the process group exists: ``RANK`` is set by the launcher)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def execute(s: RunSettings) -> dict[str, Any]:
     """Run (or resume) one ``train`` / ``prune`` / ``finetune`` run; returns its final metrics."""
     if s.kind == "eval":
@@ -172,7 +177,7 @@ def execute(s: RunSettings) -> dict[str, Any]:
     acc = make_accelerator(s.device)  # joins the process group first: every rank decides before anyone writes
     cfg = resolve(s) if not (s.resume and s.out and R.Run(s.out).exists()) else None
     run = R.Run(s.out if cfg is None else _run_dir(s, cfg))
-    if int(os.environ.get("RANK", "0")) != 0:  # the main process holds the folder for all ranks
+    if not _is_rank0():  # the main process holds the folder for all ranks
         return _execute_unlocked(run, cfg, s, acc)
     with R.run_lock(run.path, wait=s.wait_for_lock):
         return _execute_unlocked(run, cfg, s, acc)
@@ -186,7 +191,7 @@ def _execute_unlocked(run: R.Run, cfg: dict[str, Any] | None, s: RunSettings, ac
                 raise RunError(f"run folder {run.path} holds a finished {old.get('kind')} run; "
                                "choose another --out (or --resume to report it)")
             metrics = run.metrics() or {}
-            if int(os.environ.get("RANK", "0")) == 0:
+            if _is_rank0():
                 print(f"run {run.path} already finished ({metrics.get('epochs_done')} epochs); nothing to do",
                       file=sys.stderr)
             return {**metrics, "already_finished": True}

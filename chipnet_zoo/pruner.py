@@ -20,7 +20,7 @@ from .evaluation import evaluate_accuracy
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph
 from .mask import Mask
-from .threshold import smallest_mask, threshold_scores
+from .threshold import check_round_to, smallest_mask, threshold_scores
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
@@ -75,9 +75,7 @@ class ChipNetPruner:
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
                  group_normalize: bool = True, round_to: int = 1):
         self.budget = Budget.parse(budget)
-        if int(round_to) != round_to or round_to < 1:
-            raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
-        self.round_to = int(round_to)
+        self.round_to = check_round_to(round_to)
         self.model = model
         self.example_input = example_input.detach()[:1]
         self.schedule = schedule or GateSchedule()
@@ -160,7 +158,7 @@ class ChipNetPruner:
             raise ValueError(f"harden must be a fraction in [0, 1], got {harden}")
         self._hparams = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "psi_lr": psi_lr,
                          "budget_weight": budget_weight, "crispness_weight": crispness_weight, "harden": harden,
-                         "group_normalize": self.gates.group_normalize, "round_to": self.round_to,
+                         "group_normalize": self.gates.group_normalize,
                          "steps_per_epoch": steps_per_epoch, "psi_travel": self.psi_travel}
         psi = self.gates.psi
         weights = [p for p in self.model.parameters() if p is not psi and p.requires_grad]
@@ -249,11 +247,10 @@ class ChipNetPruner:
         gates.hard_mix = min(1.0, (progress - start) / (0.5 * harden))
         if gates.hard_mix >= 1.0:
             if self.committed is None:
-                self.committed = threshold_scores(self.z(), self.cost, self.budget, round_to=self.round_to)
+                self.committed = self.hard_keep()
             gates.hard_target = self.committed.to(gates.psi.device, torch.float32)
         elif gates.hard_target is None or done % HARDEN_REFRESH_STEPS == 0:
-            keep = threshold_scores(self.z(), self.cost, self.budget, round_to=self.round_to)
-            gates.hard_target = keep.to(gates.psi.device, torch.float32)
+            gates.hard_target = self.hard_keep().to(gates.psi.device, torch.float32)
 
     def _set_schedule(self, done: float, total: float) -> None:
         """Set β, γ and s for the point ``done / total`` of the run (updated every step, so that a

@@ -24,19 +24,24 @@ from .errors import UnreachableBudgetError
 _EPS = 1e-12
 
 
+def check_round_to(round_to: int) -> int:
+    """``round_to`` as an ``int``; ``ValueError`` unless it is a positive integer."""
+    if int(round_to) != round_to or round_to < 1:
+        raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
+    return int(round_to)
+
+
 def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: int = 1) -> torch.Tensor:
     """The mask that keeps only the best-scoring channel (``round_to``: block) of every group."""
     forced = torch.zeros(scores.numel(), dtype=torch.bool)
     for group in cost.graph.groups:
-        if round_to == 1:
-            forced[group.offset + int(torch.argmax(scores[group.indices]))] = True
-        else:
-            forced[_group_blocks(scores, group, round_to)[0]] = True
+        forced[_group_blocks(scores, group, round_to)[0]] = True
     return forced
 
 
 def _group_blocks(scores: torch.Tensor, group, round_to: int) -> list[torch.Tensor]:
-    """A group's channels (global indices) in descending score order, cut into blocks of ``round_to``."""
+    """A group's channels (global indices) in descending score order (ties by index), cut into blocks
+    of ``round_to``."""
     local = torch.sort(-scores[group.indices].double(), stable=True).indices
     return list((local + group.offset).split(round_to))
 
@@ -58,9 +63,7 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     scores = scores.detach().to("cpu", torch.float64).flatten()
     if scores.numel() != cost.graph.num_channels:
         raise ValueError(f"expected {cost.graph.num_channels} scores, got {scores.numel()}")
-    if int(round_to) != round_to or round_to < 1:
-        raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
-    round_to = int(round_to)
+    round_to = check_round_to(round_to)
     forced = smallest_mask(scores, cost, round_to)
     smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
     if smallest > budget.value + _EPS:
@@ -85,33 +88,25 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
             if pos:  # the first block of every group is forced
                 blocks.append((float(scores[block].min()), g, pos, block))
     blocks.sort(key=lambda b: (-b[0], b[1], b[2]))
-
-    def with_blocks(base: torch.Tensor, chosen: list) -> torch.Tensor:
-        out = base.clone()
-        for b in chosen:
-            out[b[3]] = True
-        return out
-
-    def fits(mask: torch.Tensor) -> bool:
-        return float(cost.ratio(budget.kind, mask.to(torch.float64))) <= budget.value + _EPS
-
-    lo, hi = 0, len(blocks)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(with_blocks(forced, blocks[:mid])):
-            lo = mid
-        else:
-            hi = mid - 1
-    mask = with_blocks(forced, blocks[:lo])
-    kept_upto = {}  # group -> number of its blocks kept (a prefix)
-    for b in [(0.0, g, 0, None) for g in range(len(cost.graph.groups))] + blocks[:lo]:
-        kept_upto[b[1]] = max(kept_upto.get(b[1], 0), b[2] + 1)
-    for b in blocks[lo:]:  # fill: next blocks of a group, in rank order, while they fit
-        if b[2] == kept_upto[b[1]]:
-            trial = with_blocks(mask, [b])
-            if fits(trial):
-                mask, kept_upto[b[1]] = trial, b[2] + 1
+    if not blocks:
+        return forced
+    ranked = torch.cat([b[3] for b in blocks])
+    ends = torch.cumsum(torch.tensor([b[3].numel() for b in blocks]), 0).tolist()
+    k = _longest_fitting_prefix(forced, ranked, cost, budget, ends)
+    mask = _with(forced, ranked[:ends[k - 1]]) if k else forced
+    kept = [1] * len(cost.graph.groups)  # per group: how many of its blocks are kept (a prefix)
+    for _, g, pos, _ in blocks[:k]:
+        kept[g] = max(kept[g], pos + 1)
+    for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
+        if pos == kept[g]:
+            trial = _with(mask, block)
+            if _fits(trial, cost, budget):
+                mask, kept[g] = trial, pos + 1
     return mask
+
+
+def _fits(mask: torch.Tensor, cost: CostModel, budget: Budget) -> bool:
+    return float(cost.ratio(budget.kind, mask.to(torch.float64))) <= budget.value + _EPS
 
 
 def _with(mask: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
@@ -120,14 +115,15 @@ def _with(mask: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _longest_fitting_prefix(base: torch.Tensor, additions: torch.Tensor, cost: CostModel, budget: Budget) -> int:
-    """The largest ``k`` such that ``base`` plus ``additions[:k]`` meets the budget (binary search;
-    the ratio grows monotonically with ``k``; ``base`` itself must meet it)."""
-    lo, hi = 0, additions.numel()
+def _longest_fitting_prefix(base: torch.Tensor, additions: torch.Tensor, cost: CostModel, budget: Budget,
+                            ends: list[int] | None = None) -> int:
+    """The largest ``k`` such that ``base`` plus the first ``k`` units of ``additions`` meets the budget
+    (binary search; the ratio grows monotonically with ``k``; ``base`` itself must meet it). A unit is
+    one channel, or with ``ends`` (cumulative unit sizes) unit ``i`` ends at ``additions[ends[i] - 1]``."""
+    lo, hi = 0, additions.numel() if ends is None else len(ends)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        trial = _with(base, additions[:mid]).to(torch.float64)
-        if float(cost.ratio(budget.kind, trial)) <= budget.value + _EPS:
+        if _fits(_with(base, additions[:mid if ends is None else ends[mid - 1]]), cost, budget):
             lo = mid
         else:
             hi = mid - 1

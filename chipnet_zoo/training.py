@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import RunError
+from .threshold import check_round_to
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 PHASES = ("train", "prune", "finetune")
@@ -113,9 +114,10 @@ def phase_config(recipe: Mapping[str, Any], phase: str, **overrides: Any) -> dic
     for key in ("lr", "momentum", "weight_decay", "lr_gamma", "budget_weight", "crispness_weight"):
         cfg[key] = float(cfg[key])
     cfg["milestones"] = [float(m) for m in cfg["milestones"]]
-    if int(cfg["round_to"]) != cfg["round_to"] or int(cfg["round_to"]) < 1:
-        raise RunError(f"round_to must be a positive integer, got {cfg['round_to']!r}")
-    cfg["round_to"] = int(cfg["round_to"])
+    try:
+        cfg["round_to"] = check_round_to(cfg["round_to"])
+    except (TypeError, ValueError) as exc:
+        raise RunError(str(exc)) from None
     if cfg["harden"] is not None:
         cfg["harden"] = float(cfg["harden"])
         if not 0.0 <= cfg["harden"] <= 1.0:
