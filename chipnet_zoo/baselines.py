@@ -75,7 +75,8 @@ def channel_scores(model: nn.Module, graph, method: str, *, seed: int = 0) -> to
 
 
 def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, example_input: torch.Tensor,
-                  seed: int = 0, round_to: int = 1, **metadata: Any) -> Mask:
+                  seed: int = 0, round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0,
+                  **metadata: Any) -> Mask:
     """A hard :class:`~chipnet_zoo.mask.Mask` from a baseline's scores, meeting ``budget`` exactly.
 
     Args:
@@ -85,6 +86,8 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
         example_input: one example batch (sets the spatial sizes of the volume/FLOPs costs).
         seed: the seed of ``random`` (recorded in ``hparams``).
         round_to: every group keeps a multiple of this many channels (or all of them).
+        min_keep: every group keeps at least this fraction of its channels (a width floor).
+        floor: a width floor relative to the budget (:func:`~chipnet_zoo.threshold.floor_fraction`).
         **metadata: extra mask metadata (e.g. ``dataset="mnist5k"``).
 
     Raises:
@@ -100,7 +103,7 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     graph = build_channel_graph(model, example_input.detach()[:1])
     cost = CostModel(graph)
     scores = channel_scores(model, graph, method, seed=seed)
-    keep = threshold_scores(scores, cost, budget, round_to=round_to)
+    keep = threshold_scores(scores, cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
     meta: dict[str, Any] = {
         "arch": str(getattr(model, "arch_name", type(model).__name__)),
         "num_classes": int(getattr(model, "num_classes", 0) or 0),
@@ -109,6 +112,10 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     }
     if round_to != 1:
         meta["hparams"]["round_to"] = int(round_to)
+    if min_keep:
+        meta["hparams"]["min_keep"] = float(min_keep)
+    if floor:
+        meta["hparams"]["floor"] = float(floor)
     meta.update(metadata)
     # scores are stored as float32 in the file; rank-preserving normalisation keeps them well scaled
     top = float(scores.abs().max()) or 1.0

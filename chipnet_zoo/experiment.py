@@ -42,7 +42,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ class ExperimentConfig:
     arch: str
     teachers: list[str]
     students: list[str]
-    budgets: list[float]
+    budgets: list[Budget]
     methods: list[str]
     seeds: list[int]
     budget_type: str = "flops"
@@ -113,13 +113,19 @@ class ExperimentConfig:
             raise RunError(f"unknown methods {bad}; expected some of {', '.join(METHODS)}")
         if any(m.startswith("transfer") for m in cfg.methods) and not cfg.teachers:
             raise RunError("transfer methods need teachers: [...]")
-        cfg.budgets = [Budget(cfg.budget_type, float(b)).value for b in cfg.budgets]
         cfg.budget_type = Budget(cfg.budget_type, 0.5).kind
+        cfg.budgets = [parse_budget(b, cfg.budget_type) for b in cfg.budgets]
         cfg.seeds = [int(s) for s in cfg.seeds]
         unknown_phases = set(cfg.epochs or {}) - {"train", "prune", "finetune"}
         if unknown_phases:
             raise RunError(f"epochs: unknown phases {sorted(unknown_phases)} (train, prune, finetune)")
         return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON values (budgets as ``"kind:value"``)."""
+        raw = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        raw["budgets"] = [str(b) for b in self.budgets]
+        return raw
 
     def samples(self, dataset: str) -> int | None:
         if isinstance(self.max_samples, dict):
@@ -132,19 +138,29 @@ def list_configs() -> list[str]:
     return sorted(p.stem for p in (Path(__file__).parent / "experiments").glob("*.yaml"))
 
 
+def parse_budget(value: Any, default_kind: str) -> Budget:
+    """A grid budget: ``"kind:value"`` or a number (of ``default_kind``, the config's ``budget_type``)."""
+    if isinstance(value, Budget):
+        return value
+    if isinstance(value, str) and ":" in value:
+        return Budget.parse(value)
+    return Budget(default_kind, float(value))
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One result: a method at a budget on a student, for a seed (``teacher`` is ``-`` where it plays no part)."""
+    """One result: a method at a budget on a student, for a seed (``teacher`` is ``-`` where it plays no part;
+    ``dense`` is at budget 1)."""
 
     teacher: str
     student: str
     method: str
-    budget: float
+    budget: Budget
     seed: int
 
     @property
     def id(self) -> str:
-        return f"{self.teacher}>{self.student}|{self.method}|{format(self.budget, 'g')}|s{self.seed}"
+        return f"{self.teacher}>{self.student}|{self.method}|{self.budget}|s{self.seed}"
 
 
 def grid(cfg: ExperimentConfig) -> list[Cell]:
@@ -155,7 +171,7 @@ def grid(cfg: ExperimentConfig) -> list[Cell]:
         for method in cfg.methods:
             for student in cfg.students:
                 if method == "dense":
-                    cell = Cell("-", student, method, 1.0, seed)
+                    cell = Cell("-", student, method, Budget(cfg.budget_type, 1.0), seed)
                     cells.setdefault(cell.id, cell)
                     continue
                 for budget in cfg.budgets:
@@ -165,6 +181,12 @@ def grid(cfg: ExperimentConfig) -> list[Cell]:
                         cell = Cell(teacher, student, method, budget, seed)
                         cells.setdefault(cell.id, cell)
     return list(cells.values())
+
+
+def lane_of(cfg: ExperimentConfig, cell: Cell, lanes: int) -> int:
+    """The lane of a cell when the grid is split into ``lanes``: its (student, seed) pair's position, mod lanes."""
+    pairs = [(student, seed) for seed in cfg.seeds for student in cfg.students]
+    return pairs.index((cell.student, cell.seed)) % lanes
 
 
 def _safe(name: str) -> str:
@@ -180,7 +202,7 @@ class Workspace:
     def __init__(self, cfg: ExperimentConfig, out: str | os.PathLike, progress: bool = False):
         self.cfg, self.root, self.progress = cfg, Path(out) / "runs", progress
 
-    def teacher_mask(self, teacher: str, budget: float, seed: int) -> Any:
+    def teacher_mask(self, teacher: str, budget: Budget, seed: int) -> Any:
         """The teacher's ChipNet mask for a transfer cell (a file; the demo overrides this to go through a
         registry and return a key)."""
         from .runs import MASK
@@ -203,15 +225,13 @@ class Workspace:
         execute(self._settings("train", out, dataset, seed))
         return out
 
-    def prune(self, dataset: str, budget: float, seed: int) -> Path:
+    def prune(self, dataset: str, budget: Budget, seed: int) -> Path:
         """A finished ChipNet ``prune`` run from the dense model (once per dataset, budget and seed)."""
         from .pipeline import execute
 
         dense = self.dense(dataset, seed)
-        slug = Budget(self.cfg.budget_type, budget).slug
-        out = self.root / f"prune-{_safe(dataset)}-{slug}-s{seed}"
-        execute(self._settings("prune", out, dataset, seed, from_run=str(dense),
-                               budget=str(Budget(self.cfg.budget_type, budget))))
+        out = self.root / f"prune-{_safe(dataset)}-{budget.slug}-s{seed}"
+        execute(self._settings("prune", out, dataset, seed, from_run=str(dense), budget=str(budget)))
         return out
 
     def finetune(self, name: str, dataset: str, seed: int, mask: Path, weights: Path | None) -> dict[str, Any]:
@@ -223,17 +243,17 @@ class Workspace:
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """Run one cell (and whatever shared work it needs); returns the run's metrics."""
-        from .runs import MASK, PRUNED_WEIGHTS, WEIGHTS, Run
+        from .runs import MASK, WEIGHTS, Run
 
         cfg = self.cfg
-        budget = Budget(cfg.budget_type, cell.budget)
+        budget = cell.budget
         s, student = cell.seed, cell.student
         tag = f"{_safe(student)}-{budget.slug}-s{s}"
         if cell.method == "dense":
             return Run(self.dense(student, s)).metrics() or {}
-        if cell.method == "chipnet-direct":
-            prune = self.prune(student, cell.budget, s)
-            return self.finetune(f"direct-{tag}", student, s, prune / MASK, prune / PRUNED_WEIGHTS)
+        if cell.method == "chipnet-direct":  # ChipNet's mask, fine-tuned from the dense student like every method
+            prune = self.prune(student, budget, s)
+            return self.finetune(f"direct-{tag}", student, s, prune / MASK, self.dense(student, s) / WEIGHTS)
         if cell.method in ("random", "l1", "slimming"):
             dense = self.dense(student, s)
             mask_file = self.root / f"{cell.method}-{tag}.mask.safetensors"
@@ -242,12 +262,16 @@ class Workspace:
             return self.finetune(f"{cell.method}-{tag}", student, s, mask_file, dense / WEIGHTS)
         # transfer-scratch / transfer-finetune
         from .mask_transfer import transfer
+        from .training import load_recipe, phase_config
 
         protocol = cell.method.split("-", 1)[1]
-        teacher_mask = self.teacher_mask(cell.teacher, cell.budget, s)
+        teacher_mask = self.teacher_mask(cell.teacher, budget, s)
         dense = self.dense(student, s) / WEIGHTS if protocol == "finetune" else None
+        # scratch: the slim student gets the dense model's whole training schedule (the paper's protocol)
+        phase = "train" if protocol == "scratch" else "finetune"
+        lr = phase_config(load_recipe(cfg.recipe), "train")["lr"] if protocol == "scratch" else None
         return transfer(teacher_mask, student, protocol, arch=cfg.arch, recipe=cfg.recipe, registry=self.registry,
-                        epochs=(cfg.epochs or {}).get("finetune"), seed=s, data_seed=cfg.data_seed,
+                        epochs=(cfg.epochs or {}).get(phase), lr=lr, seed=s, data_seed=cfg.data_seed,
                         max_samples=cfg.samples(student), out=self.root / f"{cell.method}-{_safe(cell.teacher)}-{tag}",
                         dense_weights=dense, progress=self.progress)
 
@@ -279,7 +303,7 @@ def read_results(out: str | os.PathLike) -> list[dict[str, Any]]:
 def _record(cell: Cell, cfg: ExperimentConfig, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     ratios = metrics.get("ratios") or {}
     return {"cell": cell.id, "teacher": cell.teacher, "student": cell.student, "arch": cfg.arch,
-            "method": cell.method, "budget_type": cfg.budget_type, "budget": cell.budget, "seed": cell.seed,
+            "method": cell.method, "budget_type": cell.budget.kind, "budget": cell.budget.value, "seed": cell.seed,
             "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
             "ratios": ratios, "params": metrics.get("params"), "macs": metrics.get("macs"),
             "seconds": round(seconds, 2), "run_dir": metrics.get("run_dir"), "finished": time.time()}
@@ -288,20 +312,23 @@ def _record(cell: Cell, cfg: ExperimentConfig, metrics: dict[str, Any], seconds:
 def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | os.PathLike | None = None,
                    max_cells: int | None = None, progress: bool = False,
                    on_cell: Callable[[Cell], None] | None = None,
-                   workspace: Callable[[ExperimentConfig, Path], Workspace] | None = None) -> dict[str, Any]:
+                   workspace: Callable[[ExperimentConfig, Path], Workspace] | None = None,
+                   lane: tuple[int, int] | None = None) -> dict[str, Any]:
     """Run (or resume) the grid; returns ``{"rows", "done", "total", "out", "table"}``.
 
     ``max_cells`` stops after that many *new* cells (the rest are run next time). ``on_cell`` is called
-    before each new cell (tests use it to interrupt a run).
+    before each new cell (tests use it to interrupt a run). ``lane=(k, n)`` runs only the cells of every
+    n-th (student, seed) pair from the k-th: n processes on one ``out`` share the grid (run folders are
+    locked, so a lane that needs a shared run another lane is making waits for it).
     """
     cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.load(config)
     out = Path(out or cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, indent=1))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     ws = workspace(cfg, out) if workspace is not None else Workspace(cfg, out, progress)
     cells = grid(cfg)
     done = {r["cell"] for r in read_results(out)} & {c.id for c in cells}  # rows of other grids don't count
-    todo = [c for c in cells if c.id not in done]
+    todo = [c for c in cells if c.id not in done and (lane is None or lane_of(cfg, c, lane[1]) == lane[0])]
     print(f"experiment {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"-> {out}", file=sys.stderr, flush=True)
     new = 0
@@ -350,14 +377,23 @@ def _label(teacher: str, method: str) -> str:
     return f"{method} ({teacher})" if method.startswith("transfer") else method
 
 
-def _series(rows: list[dict[str, Any]], student: str) -> Iterator[tuple[str, float, list[float]]]:
-    groups: dict[tuple[str, float], list[float]] = {}
+def _row_budget(row: dict[str, Any]) -> Budget:
+    return Budget(row.get("budget_type") or "flops", float(row["budget"]))
+
+
+def _accuracies(rows: list[dict[str, Any]], student: str) -> dict[tuple[str, Budget], dict[int, float]]:
+    """``{(method label, budget): {seed: test accuracy}}`` of one student."""
+    out: dict[tuple[str, Budget], dict[int, float]] = {}
     for r in rows:
         if r["student"] == student and r.get("test_accuracy") is not None:
-            groups.setdefault((_label(r["teacher"], r["method"]), float(r["budget"])), []).append(
-                float(r["test_accuracy"]))
-    for (label, budget), accs in sorted(groups.items()):
-        yield label, budget, accs
+            out.setdefault((_label(r["teacher"], r["method"]), _row_budget(r)), {})[int(r["seed"])] = float(
+                r["test_accuracy"])
+    return out
+
+
+def _budget_order(budgets: set[Budget]) -> list[Budget]:
+    kinds = ("flops", "params", "volume", "channels")
+    return sorted((b for b in budgets if b.value < 1.0), key=lambda b: (kinds.index(b.kind), -b.value))
 
 
 def _fmt(accs: list[float]) -> str:
@@ -366,70 +402,130 @@ def _fmt(accs: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f} (n={len(accs)})"
 
 
+#: Two-sided 95 % quantiles of Student's t for 1 … 30 degrees of freedom (then the normal's 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_interval(differences: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95 % t-interval ``(mean, low, high)`` (``nan`` bounds for n < 2).
+
+    Example:
+        >>> paired_interval([0.02, 0.04, 0.03])
+        (0.03, 0.00515..., 0.05484...)
+    """
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    half = (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * statistics.stdev(differences) / n ** 0.5
+    return mean, mean - half, mean + half
+
+
+def _fmt_paired(differences: list[float]) -> str:
+    mean, low, high = paired_interval(differences)
+    if len(differences) < 2:
+        return f"{100 * mean:+.1f} (n=1)"
+    return f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] (n={len(differences)})"
+
+
+BASELINE_METHODS = ("random", "l1", "slimming")
+
+
+def paired_comparisons(rows: list[dict[str, Any]], student: str) -> list[dict[str, Any]]:
+    """Per budget and pruning method: the paired difference (same seed, hence the same dense model) to the
+    best baseline at that budget (the baseline with the highest mean) and to ``random``."""
+    accs = _accuracies(rows, student)
+    out = []
+    for budget in _budget_order({b for _, b in accs}):
+        base = {m: accs[(m, budget)] for m in BASELINE_METHODS if (m, budget) in accs}
+        best = max(base, key=lambda m: statistics.fmean(base[m].values())) if base else None
+        for (label, b), per_seed in sorted(accs.items()):
+            if b != budget or label in BASELINE_METHODS or label == "dense":
+                continue
+            row: dict[str, Any] = {"method": label, "budget": str(budget), "best_baseline": best}
+            for name, ref in (("best", best), ("random", "random" if "random" in base else None)):
+                seeds = sorted(set(per_seed) & set(base[ref])) if ref else []
+                row[f"vs_{name}"] = [per_seed[s] - base[ref][s] for s in seeds]
+            out.append(row)
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int) -> str:
-    """Test accuracy (%) mean ± std over seeds: one table per student, a row per method, a column per budget."""
+    """Per student: test accuracy (%) mean ± std over seeds (a row per method, a column per budget), then
+    the paired differences to the best baseline and to random with 95 % intervals."""
     partial = len(rows) < total
-    lines = [f"# Experiment `{cfg.name}`: {cfg.arch}, {cfg.budget_type} budgets", ""]
+    kinds = sorted({b.kind for b in cfg.budgets})
+    lines = [f"# Experiment `{cfg.name}`: {cfg.arch}, {', '.join(kinds)} budgets", ""]
     if partial:
         lines += [f"**PARTIAL RESULTS: {len(rows)} of {total} cells finished.**", ""]
     order = {m: i for i, m in enumerate(METHODS)}
     for student in cfg.students:
-        series = list(_series(rows, student))
-        labels = sorted({s[0] for s in series}, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))
-        budgets = sorted({b for _, b, _ in series if b < 1.0}, reverse=True)
-        values = {(lab, b): accs for lab, b, accs in series}
+        accs = _accuracies(rows, student)
+        labels = sorted({lab for lab, _ in accs}, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))
+        budgets = _budget_order({b for _, b in accs})
         lines += [f"## Student `{student}` (test accuracy %, mean ± std over seeds)", ""]
-        lines.append("| method | " + " | ".join(f"{cfg.budget_type} {format(b, 'g')}" for b in budgets) + " |")
+        lines.append("| method | " + " | ".join(f"{b.kind} {format(b.value, 'g')}" for b in budgets) + " |")
         lines.append("|---|" + "---|" * len(budgets))
         for lab in labels:
             if lab == "dense":
-                accs = values.get((lab, 1.0), [])
-                cells = [_fmt(accs) if accs else "-"] * len(budgets)
+                dense = [v for (m, _), per_seed in accs.items() if m == "dense" for v in per_seed.values()]
+                cells = [_fmt(dense) if dense else "-"] * len(budgets)
             else:
-                cells = [_fmt(values[(lab, b)]) if (lab, b) in values else "-" for b in budgets]
+                cells = [_fmt(list(accs[(lab, b)].values())) if (lab, b) in accs else "-" for b in budgets]
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         lines.append("")
+        paired = paired_comparisons(rows, student)
+        if paired:
+            lines += [f"### Student `{student}`: paired differences (points; mean [95 % t-interval] over seeds)", "",
+                      "| budget | method | best baseline | − best baseline | − random |", "|---|---|---|---|---|"]
+            for p in paired:
+                lines.append(f"| {p['budget']} | {p['method']} | {p['best_baseline'] or '-'} | "
+                             f"{_fmt_paired(p['vs_best']) if p['vs_best'] else '-'} | "
+                             f"{_fmt_paired(p['vs_random']) if p['vs_random'] else '-'} |")
+            lines.append("")
     return "\n".join(lines)
 
 
 def plot_student(rows: list[dict[str, Any]], cfg: ExperimentConfig, student: str, path: Path) -> Path | None:
-    """Accuracy vs budget (log-x), one line per method, error bars = std over seeds."""
+    """Accuracy vs budget (log-x), one panel per budget kind, one line per method, error bars = std over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    series: dict[str, list[tuple[float, list[float]]]] = {}
-    for label, budget, accs in _series(rows, student):
-        series.setdefault(label, []).append((budget, accs))
-    if not series:
+    accs = _accuracies(rows, student)
+    if not accs:
         return None
-    budgets = sorted({b for pts in series.values() for b, _ in pts if b < 1.0})
-    fig = Figure(figsize=(7, 4.5))
+    budgets = _budget_order({b for _, b in accs})
+    kinds = list(dict.fromkeys(b.kind for b in budgets)) or [cfg.budget_type]
+    dense = [v for (m, _), per_seed in accs.items() if m == "dense" for v in per_seed.values()]
+    fig = Figure(figsize=(5.5 * len(kinds), 4.5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for label, pts in sorted(series.items()):
-        if label == "dense":
-            mean = statistics.fmean(pts[0][1]) * 100
+    for i, kind in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), i + 1)
+        if dense:
+            mean = statistics.fmean(dense) * 100
             ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"dense ({mean:.1f}%)")
-            continue
-        pts = sorted(pts)
-        xs = [b for b, _ in pts]
-        ys = [statistics.fmean(a) * 100 for _, a in pts]
-        es = [statistics.stdev(a) * 100 if len(a) > 1 else 0.0 for _, a in pts]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
-    ax.set_xscale("log", base=2)
-    if budgets:
-        ax.set_xticks(budgets)
-        ax.set_xticklabels([format(b, "g") for b in budgets])
-    ax.set_xlabel(f"{cfg.budget_type} budget (fraction of the dense model, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{cfg.arch} on {student}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+        for label in sorted({lab for lab, _ in accs if lab != "dense"}):
+            pts = sorted((b.value, list(v.values())) for (lab, b), v in accs.items() if lab == label and b.kind == kind)
+            if not pts:
+                continue
+            ax.errorbar([x for x, _ in pts], [statistics.fmean(a) * 100 for _, a in pts],
+                        yerr=[statistics.stdev(a) * 100 if len(a) > 1 else 0.0 for _, a in pts],
+                        marker="o", capsize=3, label=label)
+        xs = [b.value for b in budgets if b.kind == kind]
+        ax.set_xscale("log", base=2)
+        if xs:
+            ax.set_xticks(xs)
+            ax.set_xticklabels([format(x, "g") for x in xs])
+        ax.set_xlabel(f"{kind} budget (fraction of the dense model, log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{cfg.arch} on {student}, {kind}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
-
 
 
 # --- the zoo ---------------------------------------------------------------------------------------
@@ -454,12 +550,14 @@ def export_zoo(out: str | os.PathLike, zoo: str | os.PathLike, *, seed: int = 0,
     reg = MaskRegistry(zoo) if Path(zoo).is_dir() else _new_registry(Path(zoo))
     cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
     entries = []
-    for row in read_results(out):
+    rows = read_results(out)
+    for row in rows:
         if row["seed"] != seed or row["method"] not in ("chipnet-direct", "dense"):
             continue
         run = Run(row["run_dir"])
         config, metrics = run.config(), run.metrics() or {}
-        acc = {"val_accuracy": metrics.get("val_accuracy"), "test_accuracy": metrics.get("test_accuracy")}
+        acc = {"val_accuracy": metrics.get("val_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
+               **_over_seeds(rows, row)}
         if row["method"] == "dense":
             model = load_run_model(run.path)
             x = example_input(config)
@@ -478,6 +576,26 @@ def export_zoo(out: str | os.PathLike, zoo: str | os.PathLike, *, seed: int = 0,
         if cards is not None:
             write_recipe_card(Path(cards), entry, row, run, out, cfg, command)
     return entries
+
+
+def _seeds_line(metrics: dict[str, Any]) -> str:
+    per_seed = metrics.get("test_accuracy_seeds") or {}
+    if not per_seed:
+        return "- test accuracy over seeds: not recorded"
+    return (f"- test accuracy over {len(per_seed)} seeds: mean {metrics['test_accuracy_mean']:.4f}, std "
+            f"{metrics['test_accuracy_std']:.4f}; per seed " + ", ".join(f"{k}: {v:.4f}" for k, v in per_seed.items()))
+
+
+def _over_seeds(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any]:
+    """The test accuracy of ``row``'s cell over every seed that finished it: mean, std and per seed."""
+    same = {int(r["seed"]): float(r["test_accuracy"]) for r in rows
+            if (r["teacher"], r["student"], r["method"], r.get("budget_type"), r["budget"])
+            == (row["teacher"], row["student"], row["method"], row.get("budget_type"), row["budget"])
+            and r.get("test_accuracy") is not None}
+    values = [same[s] for s in sorted(same)]
+    return {"test_accuracy_seeds": {str(s): same[s] for s in sorted(same)},
+            "test_accuracy_mean": statistics.fmean(values) if values else None,
+            "test_accuracy_std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def _new_registry(path: Path):
@@ -511,7 +629,8 @@ def write_recipe_card(cards: Path, entry: Any, row: dict[str, Any], run: Any, ou
         f"{config.get('input_size')}); method: `{entry.method}`",
         f"- achieved ratios: {ratios}",
         f"- test accuracy {row.get('test_accuracy'):.4f}, val accuracy {row.get('val_accuracy'):.4f} "
-        f"(params {row.get('params')}, MACs {row.get('macs')})",
+        f"(params {row.get('params')}, MACs {row.get('macs')}); these weights are seed {row.get('seed')}'s",
+        _seeds_line(entry.metrics),
         f"- weights: {entry.weights['kind'] if entry.weights else 'none'} "
         "(`MaskRegistry.builtin().pull_model(key)` returns the runnable model)",
         f"- data: `load_data({json.dumps((config.get('dataset') or {}).get('load_kwargs'))})`, split sizes "

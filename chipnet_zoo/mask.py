@@ -201,12 +201,14 @@ class Mask:
         return slim_model(plain, graph, self.keep_vector(), x)
 
     def rethreshold(self, budget: Budget | str, model: nn.Module | None = None,
-                    example_input: torch.Tensor | None = None, round_to: int | None = None) -> Mask:
+                    example_input: torch.Tensor | None = None, round_to: int | None = None,
+                    min_keep: float | None = None, floor: float | None = None) -> Mask:
         """A new mask from this mask's scores, thresholded at ``budget`` on ``model``.
 
         ``model`` defaults to a fresh instance of the mask's architecture (``create_model``) with the
         mask's class count and input size; pass a student model to count costs on its own input size.
-        ``round_to`` defaults to the one the mask was made with (``hparams["round_to"]``, else 1).
+        ``round_to``, ``min_keep`` and ``floor`` default to the ones the mask was made with (``hparams``, else
+        1, 0 and 0); a ``floor`` is relative to the budget, so it is recomputed for the new one.
         """
         from .cost import CostModel
         from .models import create_model
@@ -222,10 +224,16 @@ class Mask:
         cost = CostModel(graph)
         if round_to is None:
             round_to = int((self.metadata.get("hparams") or {}).get("round_to", 1))
-        keep = threshold_scores(self.score_vector(), cost, budget, round_to=round_to)
+        hparams = self.metadata.get("hparams") or {}
+        min_keep = float(hparams.get("min_keep", 0.0)) if min_keep is None else min_keep
+        floor = float(hparams.get("floor", 0.0)) if floor is None else floor
+        keep = threshold_scores(self.score_vector(), cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
         meta = {k: v for k, v in self.metadata.items() if k not in ("ratios", "budget_type", "budget", "created")}
         if round_to != 1:
             meta["hparams"] = {**(meta.get("hparams") or {}), "round_to": round_to}
+        for key, value in (("min_keep", min_keep), ("floor", floor)):
+            if value:
+                meta["hparams"] = {**(meta.get("hparams") or {}), key: value}
         return Mask.from_vectors(graph, keep, self.score_vector(), **{
             **meta, "input_size": list(graph.input_shape), "budget_type": budget.kind, "budget": budget.value,
             "ratios": cost.hard_ratios(keep)})

@@ -373,7 +373,7 @@ def _prune(run, cfg, bundle, loaders, acc, s, resume_state, checkpoint, restore)
     if acc.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     x_dev = torch.zeros(1, *bundle.input_size, device=acc.device)
-    kwargs = {} if phase.get("psi_travel") is None else {"psi_travel": float(phase["psi_travel"])}
+    kwargs = {key: float(phase[key]) for key in ("psi_travel", "min_keep", "floor") if phase.get(key) is not None}
     pruner = ChipNetPruner(model, cfg["budget"], example_input=x_dev, round_to=int(phase.get("round_to", 1)),
                            **kwargs)
     if resume_state is not None:
@@ -382,7 +382,7 @@ def _prune(run, cfg, bundle, loaders, acc, s, resume_state, checkpoint, restore)
     history = pruner.fit(
         loaders.train, loaders.val, epochs=phase["epochs"], lr=phase["lr"], weight_decay=phase["weight_decay"],
         budget_weight=phase["budget_weight"], crispness_weight=phase["crispness_weight"], accelerator=acc,
-        **({} if phase.get("harden") is None else {"harden": float(phase["harden"])}),
+        **{key: float(phase[key]) for key in ("harden", "budget_grad_power") if phase.get(key) is not None},
         callback=lambda record, p: checkpoint(record, lambda: {"pruner": p.state_dict()}), progress=s.progress)
     mask, digests = _agree_on_mask(pruner.mask(), acc)
     best = pruner.best or {}

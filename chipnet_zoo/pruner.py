@@ -20,7 +20,7 @@ from .evaluation import evaluate_accuracy
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph
 from .mask import Mask
-from .threshold import check_round_to, smallest_mask, threshold_scores
+from .threshold import check_min_keep, check_round_to, smallest_mask, threshold_scores
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
@@ -43,6 +43,34 @@ HARDEN_REFRESH_STEPS = 8
 CRISP_TOLERANCE = 0.05
 
 
+def reweight_budget_gradient(ratio: torch.Tensor, keep: torch.Tensor, power: float = 1.0,
+                             marginal: torch.Tensor | None = None) -> torch.Tensor:
+    """``ratio`` with the same value but a gradient w.r.t. ``keep`` of ``c_i**power`` (rescaled to the same
+    total as the exact gradient), where ``c_i`` is channel i's marginal cost: ``marginal`` when given (e.g.
+    evaluated once at a fixed reference point), else ``∂ratio/∂keep_i`` at the current ``keep``.
+    ``power=1`` without ``marginal`` is the plain gradient; ``power=0`` pushes every channel down equally."""
+    exact = torch.autograd.grad(ratio, keep, retain_graph=True)[0].detach().clamp_min(0)
+    cost = exact if marginal is None else marginal.to(exact).clamp_min(0)
+    weight = cost ** power
+    weight = weight * (exact.sum() / weight.sum().clamp_min(1e-30))
+    return ratio.detach() + (weight * (keep - keep.detach())).sum()
+
+
+def uniform_marginal_cost(cost: CostModel, kind: str, target: float) -> torch.Tensor:
+    """Each channel's marginal cost ``∂ratio/∂keep_i`` at the uniformly thinned model whose soft ratio is
+    ``target`` (every channel kept at the same fraction ``w``). Costs are products of adjacent widths
+    (a conv's MACs = in × out × k × area), so marginal costs evaluated at the *current* gates feed back — a
+    wide group makes its neighbours expensive, they shrink, it gets cheaper — and drive the allocation to
+    a corner; a fixed reference point has no such loop."""
+    n = cost.graph.num_channels
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if float(cost.ratio(kind, torch.full((n,), mid, dtype=torch.float64))) <= target else (lo, mid)
+    keep = torch.full((n,), lo, dtype=torch.float64, requires_grad=True)
+    return torch.autograd.grad(cost.ratio(kind, keep), keep)[0].float()
+
+
 class ChipNetPruner:
     """Attach ChipNet gates to ``model`` and learn a mask that meets ``budget`` exactly.
 
@@ -61,6 +89,12 @@ class ChipNetPruner:
             group) then collapses the network. ``False`` is the authors' gate.
         round_to: every group keeps a multiple of this many channels (or all of them); 8 or 16
             makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md).
+        min_keep: every group keeps at least this fraction of its channels (an absolute width floor).
+        floor: a width floor relative to the budget: every group keeps at least the width of a uniformly
+            thinned model that spends this share of the budget (:func:`~chipnet_zoo.threshold.floor_fraction`);
+            the rest of the budget goes by the gates. Without it, a tight FLOPs budget empties the
+            high-resolution groups first and the network runs through a 1-channel stem
+            (docs/benchmarks.md, "Where the channels go"). ``0`` is the authors' allocation.
 
     Example:
         >>> import torch, chipnet_zoo as cz
@@ -73,9 +107,11 @@ class ChipNetPruner:
     def __init__(self, model: nn.Module, budget: Budget | str, *, example_input: torch.Tensor,
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
-                 group_normalize: bool = True, round_to: int = 1):
+                 group_normalize: bool = True, round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0):
         self.budget = Budget.parse(budget)
         self.round_to = check_round_to(round_to)
+        self.min_keep = check_min_keep(min_keep)
+        self.floor = check_min_keep(floor)
         self.model = model
         self.example_input = example_input.detach()[:1]
         self.schedule = schedule or GateSchedule()
@@ -84,9 +120,10 @@ class ChipNetPruner:
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
         self.cost = CostModel(self.graph)
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),
-                                                                       self.cost, self.round_to).double()))
+                                                                       self.cost, self.round_to, self.min_keep).double()))
+        # a budget-relative floor always fits (it spends a share of the budget); an absolute one may not
         if smallest > self.budget.value + 1e-12:
-            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to)
+            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to, self.min_keep)
         device = next(model.parameters()).device
         self.gates = ChipNetGates(self.graph, init_scale, self.schedule, group_normalize).to(device)
         attach_gates(model, self.gates, self.graph)
@@ -111,7 +148,8 @@ class ChipNetPruner:
 
     def hard_keep(self, budget: Budget | str | None = None) -> torch.Tensor:
         """Boolean keep vector from the current gates, thresholded at ``budget`` (default: the pruner's)."""
-        return threshold_scores(self.z(), self.cost, budget or self.budget, round_to=self.round_to)
+        return threshold_scores(self.z(), self.cost, budget or self.budget, round_to=self.round_to,
+                                min_keep=self.min_keep, floor=self.floor)
 
     def mask(self, budget: Budget | str | None = None) -> Mask:
         """The hard :class:`Mask`: from the best epoch after :meth:`fit`, else from the current gates."""
@@ -120,7 +158,8 @@ class ChipNetPruner:
             keep, scores = self.best["keep"], self.best["scores"]
         else:
             scores = self.z()
-            keep = threshold_scores(scores, self.cost, budget, round_to=self.round_to)
+            keep = threshold_scores(scores, self.cost, budget, round_to=self.round_to, min_keep=self.min_keep,
+                                    floor=self.floor)
         metrics = {"hard_val_accuracy": self.best["accuracy"], "best_epoch": self.best["epoch"]} if self.best else {}
         model = self.model
         return Mask.from_vectors(
@@ -129,13 +168,17 @@ class ChipNetPruner:
             num_classes=int(getattr(model, "num_classes", 0) or 0),
             budget_type=budget.kind, budget=budget.value,
             ratios=self.cost.hard_ratios(keep), method="chipnet", metrics=metrics,
-            hparams={**self._hparams, **({"round_to": self.round_to} if self.round_to != 1 else {})},
+            hparams={**self._hparams, **({"round_to": self.round_to} if self.round_to != 1 else {}),
+                     **({"min_keep": self.min_keep} if self.min_keep else {}),
+                     **({"floor": self.floor} if self.floor else {})},
         )
 
     # --- the pruning phase -----------------------------------------------------------------------
     def fit(self, train_loader, val_loader=None, epochs: int = 20, *, lr: float = 1e-3,
             weight_decay: float = 1e-3, psi_lr: float | None = None, budget_weight: float = 30.0,
-            crispness_weight: float | None = None, harden: float = DEFAULT_HARDEN, accelerator=None,
+            crispness_weight: float | None = None, harden: float = DEFAULT_HARDEN,
+            budget_grad_power: float = 1.0, budget_grad_at: str = "current", soft_count: str = "sigmoid",
+            accelerator=None,
             callback: Callable[[dict[str, Any], ChipNetPruner], None] | None = None,
             progress: bool = True) -> list[dict[str, Any]]:
         """Run the pruning phase: minimise CE + w_b·(R̂ − V)² + w_c·crispness jointly over weights and ψ.
@@ -146,6 +189,11 @@ class ChipNetPruner:
         ``harden`` is the final fraction of the run during which the forward pass moves from the soft
         gates to the budget-exact hard mask of the current gates (straight-through, ψ keeps learning;
         see :data:`DEFAULT_HARDEN`); ``0`` is the authors' purely soft phase.
+        ``budget_grad_power``, ``budget_grad_at`` and ``soft_count`` change the budget loss (levers measured
+        in docs/benchmarks.md; the defaults are the authors' form): the budget gradient of each channel
+        ∝ its marginal cost ``** budget_grad_power`` (0 = the same push for every channel), the marginal
+        cost taken at the current gates or once at the uniformly thinned model (``"uniform"``, see
+        :func:`uniform_marginal_cost`), and the soft count ``σ(s·(z − 0.5))`` or ``z`` itself (``"linear"``).
         Resumes from :meth:`load_state_dict` state when given. Returns the per-epoch history.
         """
         # optimizer steps per epoch on each rank (a prepared loader is split across processes)
@@ -156,9 +204,16 @@ class ChipNetPruner:
         crispness_weight = DEFAULT_CRISPNESS_WEIGHT if crispness_weight is None else crispness_weight
         if not 0.0 <= harden <= 1.0:
             raise ValueError(f"harden must be a fraction in [0, 1], got {harden}")
+        if budget_grad_at not in ("current", "uniform"):
+            raise ValueError(f"budget_grad_at must be 'current' or 'uniform', got {budget_grad_at!r}")
+        if soft_count not in ("sigmoid", "linear"):
+            raise ValueError(f"soft_count must be 'sigmoid' or 'linear', got {soft_count!r}")
+        if not 0.0 <= budget_grad_power <= 1.0:
+            raise ValueError(f"budget_grad_power must be in [0, 1], got {budget_grad_power}")
         self._hparams = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "psi_lr": psi_lr,
                          "budget_weight": budget_weight, "crispness_weight": crispness_weight, "harden": harden,
-                         "group_normalize": self.gates.group_normalize,
+                         "group_normalize": self.gates.group_normalize, "budget_grad_power": budget_grad_power,
+                         "budget_grad_at": budget_grad_at, "soft_count": soft_count,
                          "steps_per_epoch": steps_per_epoch, "psi_travel": self.psi_travel}
         psi = self.gates.psi
         weights = [p for p in self.model.parameters() if p is not psi and p.requires_grad]
@@ -178,6 +233,8 @@ class ChipNetPruner:
         is_main = accelerator is None or accelerator.is_main_process
         kind, target = self.budget.kind, self.budget.value
         gates = self.gates
+        marginal = (uniform_marginal_cost(self.cost, kind, target).to(device) if budget_grad_at == "uniform"
+                    else None)
         self._set_schedule(self.epoch, epochs)
 
         bar = tqdm(range(self.epoch, epochs), desc="pruning", disable=not (progress and is_main),
@@ -196,7 +253,11 @@ class ChipNetPruner:
                     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 logits = model(images)
                 ce = F.cross_entropy(logits, labels)
-                budget_loss = (self.cost.ratio(kind, soft_keep(gates.last_z, gates.steepness)) - target) ** 2
+                keep = gates.last_z if soft_count == "linear" else soft_keep(gates.last_z, gates.steepness)
+                ratio = self.cost.ratio(kind, keep)
+                if budget_grad_power != 1.0 or marginal is not None:
+                    ratio = reweight_budget_gradient(ratio, keep, budget_grad_power, marginal)
+                budget_loss = (ratio - target) ** 2
                 crisp = crispness_loss(gates.last_z_raw, gates.last_z_tilde)
                 loss = ce + budget_weight * budget_loss + crispness_weight * crisp
                 if self.committed is not None:  # pull the gates (z̃ and z) onto the committed mask
@@ -267,7 +328,8 @@ class ChipNetPruner:
             soft = float(self.cost.ratio(self.budget.kind, soft_keep(z, gates.steepness)))
             crisp_fraction = float(((z_raw - z_tilde).abs() < CRISP_TOLERANCE).float().mean())
         keep = (self.committed.clone() if self.committed is not None
-                else threshold_scores(z, self.cost, self.budget, round_to=self.round_to))
+                else threshold_scores(z, self.cost, self.budget, round_to=self.round_to, min_keep=self.min_keep,
+                                     floor=self.floor))
         record: dict[str, Any] = {"soft_ratio": soft, "hard_ratio": self.cost.hard_ratios(keep)[self.budget.kind],
                                   "crisp_fraction": crisp_fraction, "kept_channels": int(keep.sum())}
         if val_loader is not None:

@@ -14,6 +14,8 @@ only coarser.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .budget import Budget
@@ -31,11 +33,54 @@ def check_round_to(round_to: int) -> int:
     return int(round_to)
 
 
-def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: int = 1) -> torch.Tensor:
-    """The mask that keeps only the best-scoring channel (``round_to``: block) of every group."""
+def check_min_keep(min_keep: float) -> float:
+    """``min_keep`` as a ``float``; ``ValueError`` unless it is a fraction in [0, 1]."""
+    if not 0.0 <= float(min_keep) <= 1.0:
+        raise ValueError(f"min_keep must be a fraction in [0, 1], got {min_keep!r}")
+    return float(min_keep)
+
+
+def forced_blocks(group_size: int, round_to: int = 1, min_keep: float = 0.0) -> int:
+    """How many leading blocks of ``round_to`` channels a group of ``group_size`` always keeps: enough for
+    ``ceil(min_keep · group_size)`` channels, and at least one block."""
+    need = max(1, math.ceil(min_keep * group_size - 1e-9))
+    return max(1, min(math.ceil(need / round_to), math.ceil(group_size / round_to)))
+
+
+def floor_fraction(cost: CostModel, budget: Budget | str, share: float, round_to: int = 1) -> float:
+    """The width floor of a budget: the largest fraction ``w`` such that keeping ``ceil(w · size)`` channels
+    of every group (a uniformly thinned model) costs at most ``share`` of ``budget``. ``share=0.5`` reserves
+    half the budget for a uniform skeleton, so no group can collapse to a single channel while another
+    stays full; the rest is allocated by score. Returns 0 when not even one channel per group fits."""
+    budget = Budget.parse(budget)
+    if share <= 0:
+        return 0.0
+    limit = share * budget.value
+    groups = cost.graph.groups
+
+    def fits(w: float) -> bool:  # the ratio depends only on how many channels each group keeps
+        keep = torch.zeros(cost.graph.num_channels, dtype=torch.float64)
+        for group in groups:
+            n = min(group.size, forced_blocks(group.size, round_to, w) * round_to)
+            keep[group.offset:group.offset + n] = 1.0
+        return float(cost.ratio(budget.kind, keep)) <= limit + _EPS
+
+    if not fits(0.0):
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: int = 1, min_keep: float = 0.0) -> torch.Tensor:
+    """The mask that keeps only the best-scoring channel (``round_to``: block) of every group, or with
+    ``min_keep`` the best-scoring ``ceil(min_keep · size)`` channels (rounded up to whole blocks)."""
     forced = torch.zeros(scores.numel(), dtype=torch.bool)
     for group in cost.graph.groups:
-        forced[_group_blocks(scores, group, round_to)[0]] = True
+        blocks = _group_blocks(scores, group, round_to)
+        forced[torch.cat(blocks[:forced_blocks(group.size, round_to, min_keep)])] = True
     return forced
 
 
@@ -47,7 +92,7 @@ def _group_blocks(scores: torch.Tensor, group, round_to: int) -> list[torch.Tens
 
 
 def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str,
-                     round_to: int = 1) -> torch.Tensor:
+                     round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0) -> torch.Tensor:
     """The boolean keep-mask over all channels that meets ``budget`` exactly (a ceiling).
 
     Args:
@@ -55,6 +100,10 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
         cost: the model's cost model.
         budget: the budget, e.g. ``Budget("flops", 0.25)`` or ``"flops:0.25"``.
         round_to: keep a multiple of this many channels per group (or the whole group).
+        min_keep: every group keeps at least this fraction of its channels (its best-scoring ones),
+            a width floor; ``0`` keeps at least one channel.
+        floor: a width floor relative to the budget (see :func:`floor_fraction`): every group keeps at
+            least the width of a uniformly thinned model that spends this share of the budget.
 
     Raises:
         UnreachableBudgetError: the target is below the smallest achievable ratio (named in the message).
@@ -63,13 +112,15 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     scores = scores.detach().to("cpu", torch.float64).flatten()
     if scores.numel() != cost.graph.num_channels:
         raise ValueError(f"expected {cost.graph.num_channels} scores, got {scores.numel()}")
-    round_to = check_round_to(round_to)
-    forced = smallest_mask(scores, cost, round_to)
+    round_to, min_keep = check_round_to(round_to), check_min_keep(min_keep)
+    if check_min_keep(floor) > 0:
+        min_keep = max(min_keep, floor_fraction(cost, budget, floor, round_to))
+    forced = smallest_mask(scores, cost, round_to, min_keep)
     smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
     if smallest > budget.value + _EPS:
-        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to)
+        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to, min_keep)
     if round_to > 1:
-        return _threshold_blocks(scores, cost, budget, round_to, forced)
+        return _threshold_blocks(scores, cost, budget, round_to, forced, min_keep)
     # rank: descending score, ties by ascending index (stable sort on the negated scores)
     order = torch.sort(-scores, stable=True).indices
     free = order[~forced[order]]
@@ -78,14 +129,16 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
 
 
 def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, round_to: int,
-                      forced: torch.Tensor) -> torch.Tensor:
+                      forced: torch.Tensor, min_keep: float = 0.0) -> torch.Tensor:
     """:func:`threshold_scores` over blocks of ``round_to`` channels. A block's score is its lowest
     channel's, so each group's blocks rank in order and any prefix of the global ranking keeps a
     prefix of every group's blocks; a fill pass then adds, in rank order, next blocks that still fit."""
     blocks: list[tuple[float, int, int, torch.Tensor]] = []  # (score, group, position, indices)
+    kept = []  # per group: how many of its blocks are kept (a prefix); the forced ones first
     for g, group in enumerate(cost.graph.groups):
+        kept.append(forced_blocks(group.size, round_to, min_keep))
         for pos, block in enumerate(_group_blocks(scores, group, round_to)):
-            if pos:  # the first block of every group is forced
+            if pos >= kept[g]:  # the leading blocks of every group are forced
                 blocks.append((float(scores[block].min()), g, pos, block))
     blocks.sort(key=lambda b: (-b[0], b[1], b[2]))
     if not blocks:
@@ -94,7 +147,6 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     ends = torch.cumsum(torch.tensor([b[3].numel() for b in blocks]), 0).tolist()
     k = _longest_fitting_prefix(forced, ranked, cost, budget, ends)
     mask = _with(forced, ranked[:ends[k - 1]]) if k else forced
-    kept = [1] * len(cost.graph.groups)  # per group: how many of its blocks are kept (a prefix)
     for _, g, pos, _ in blocks[:k]:
         kept[g] = max(kept[g], pos + 1)
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit

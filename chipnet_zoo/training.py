@@ -47,6 +47,9 @@ PHASE_DEFAULTS: dict[str, Any] = {
     "harden": None,            # prune only: final fraction trained under the hard mask; None = the pruner's
                                # default, 0 = the authors' purely soft phase
     "round_to": 1,             # prune only: every group keeps a multiple of this many channels (or all)
+    "min_keep": None,          # prune only: every group keeps at least this fraction; None = the pruner's default
+    "floor": None,             # prune only: share of the budget reserved for a uniform width floor; None = default
+    "budget_grad_power": None,  # prune only: budget gradient ∝ cost**power; None = the pruner's default
 }
 
 #: Where a phase's defaults differ (the authors' pruning.py and finetuning.py).
@@ -118,6 +121,11 @@ def phase_config(recipe: Mapping[str, Any], phase: str, **overrides: Any) -> dic
         cfg["round_to"] = check_round_to(cfg["round_to"])
     except (TypeError, ValueError) as exc:
         raise RunError(str(exc)) from None
+    for key in ("min_keep", "floor", "budget_grad_power"):
+        if cfg[key] is not None:
+            cfg[key] = float(cfg[key])
+            if not 0.0 <= cfg[key] <= 1.0:
+                raise RunError(f"{key} must be in [0, 1], got {cfg[key]!r}")
     if cfg["harden"] is not None:
         cfg["harden"] = float(cfg["harden"])
         if not 0.0 <= cfg["harden"] <= 1.0:

@@ -130,3 +130,59 @@ def test_round_to_in_the_pruner_mask_and_rethreshold():
         cz.ChipNetPruner(cz.create_model("resnet20", num_classes=10), "flops:0.05", example_input=x, round_to=8)
     with pytest.raises(ValueError, match="round_to must be a positive integer"):
         cz.ChipNetPruner(cz.create_model("resnet20", num_classes=10), "flops:0.5", example_input=x, round_to=0)
+
+
+# --- width floors: min_keep (absolute) and floor (a share of the budget) ----------------------------
+@pytest.mark.parametrize("arch,kind,target,round_to", [
+    ("resnet56", "flops", 0.125, 1), ("resnet56", "flops", 0.03125, 4), ("resnet56", "params", 0.0625, 1),
+    ("mobilenetv2-cifar", "flops", 0.03125, 1), ("mobilenetv2-cifar", "channels", 0.25, 4)])
+def test_floor_keeps_a_uniform_skeleton_and_meets_the_budget(arch, kind, target, round_to):
+    import math
+
+    from chipnet_zoo.threshold import floor_fraction, smallest_mask, threshold_scores
+
+    model = cz.create_model(arch, num_classes=10)
+    pruner = cz.ChipNetPruner(model, "flops:0.5", example_input=torch.randn(1, 3, 32, 32))
+    cost = pruner.cost
+    scores = torch.rand(pruner.graph.num_channels, generator=torch.Generator().manual_seed(1))
+    w = floor_fraction(cost, f"{kind}:{target}", 0.5, round_to)
+    skeleton = smallest_mask(scores, cost, round_to, w)
+    if w == 0:  # not even one block per group fits in half the budget: the floor is one block
+        assert float(cost.hard_ratios(smallest_mask(scores, cost, round_to))[kind]) > 0.5 * target
+    else:
+        assert w < 1 and float(cost.hard_ratios(skeleton)[kind]) <= 0.5 * target + 1e-12
+    # the largest such width: a little more no longer fits in half the budget
+    assert float(cost.hard_ratios(smallest_mask(scores, cost, round_to, min(1.0, w + 0.02)))[kind]) > 0.5 * target
+    keep = threshold_scores(scores, cost, f"{kind}:{target}", round_to=round_to, floor=0.5)
+    ratio = float(cost.hard_ratios(keep)[kind])
+    assert ratio <= target + 1e-12 and target - ratio <= 0.01
+    assert bool((keep | ~skeleton).all())  # the skeleton is kept
+    for group in pruner.graph.groups:
+        n = int(keep[group.indices].sum())
+        assert n >= min(group.size, math.ceil(w * group.size - 1e-9)), group.name
+        assert n == group.size or n % round_to == 0
+    without = threshold_scores(scores, cost, f"{kind}:{target}", round_to=round_to)
+    assert float(cost.hard_ratios(without)[kind]) <= target + 1e-12
+
+
+def test_floor_and_min_keep_in_the_pruner_baselines_and_rethreshold():
+    from chipnet_zoo.baselines import baseline_mask
+    from chipnet_zoo.errors import UnreachableBudgetError
+
+    x = torch.randn(1, 3, 32, 32)
+    model = cz.create_model("resnet20", num_classes=10)
+    pruner = cz.ChipNetPruner(model, "flops:0.0625", example_input=x, floor=0.5)
+    mask = pruner.mask()
+    assert mask.ratios["flops"] <= 0.0625 and mask.metadata["hparams"]["floor"] == 0.5
+    assert min(mask.kept().values()) >= 2  # resnet20 at 1/16 of its FLOPs: no group is left with 1 channel
+    pruner.remove()
+    again = mask.rethreshold("flops:0.25")  # the floor is relative: recomputed for the new budget
+    assert again.metadata["hparams"]["floor"] == 0.5 and again.ratios["flops"] <= 0.25
+    assert min(again.kept().values()) > min(mask.kept().values())
+    base = baseline_mask(model, "params:0.1", "l1", example_input=x, min_keep=0.25)
+    assert base.ratios["params"] <= 0.1 and base.metadata["hparams"]["min_keep"] == 0.25
+    assert all(int(k.sum()) >= -(-k.numel() // 4) for k in base.keep.values())
+    with pytest.raises(UnreachableBudgetError, match=r"at least 0.5 of its channels \(min_keep\)"):
+        cz.ChipNetPruner(model, "flops:0.1", example_input=x, min_keep=0.5)
+    with pytest.raises(ValueError, match="must be a fraction in"):
+        cz.ChipNetPruner(model, "flops:0.5", example_input=x, floor=1.5)

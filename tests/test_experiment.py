@@ -103,7 +103,7 @@ def _write_yaml(tmp_path, cfg: ExperimentConfig):
     import yaml
 
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({k: getattr(cfg, k) for k in TINY}))
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k in TINY}))
     return path
 
 
@@ -113,3 +113,59 @@ def test_shipped_configs_parse():
         assert cfg.teachers and cfg.students and len(cfg.seeds) >= 3
         assert set(cfg.methods) == {"dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random",
                                     "l1", "slimming"}
+
+
+def test_grid_mixes_budget_kinds():
+    cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.25", "params:0.0625", 0.125],
+                                      "methods": ["dense", "chipnet-direct", "random"]})
+    assert [str(b) for b in cfg.budgets] == ["flops:0.25", "params:0.0625", "flops:0.125"]
+    cells = grid(cfg)
+    assert {str(c.budget) for c in cells if c.method == "random"} == {"flops:0.25", "params:0.0625", "flops:0.125"}
+    assert len({c.id for c in cells}) == len(cells) == 1 + 2 * 3
+    assert cfg.to_dict()["budgets"] == ["flops:0.25", "params:0.0625", "flops:0.125"]
+    with pytest.raises(Exception, match="budget"):
+        ExperimentConfig.from_dict({**TINY, "budgets": ["latency-ish:0.5"]})
+
+
+def test_paired_interval_is_the_t_interval():
+    from chipnet_zoo.experiment import paired_interval
+
+    mean, low, high = paired_interval([0.02, 0.04, 0.03])
+    half = 4.303 * 0.01 / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n)
+    assert mean == pytest.approx(0.03) and low == pytest.approx(0.03 - half) and high == pytest.approx(0.03 + half)
+    assert paired_interval([0.5])[0] == 0.5
+
+
+def test_report_pairs_each_method_with_the_best_baseline_per_seed():
+    from chipnet_zoo.experiment import markdown_table, paired_comparisons
+
+    def row(method, budget, seed, acc, teacher="-"):
+        kind, value = budget.split(":")
+        return {"cell": f"{method}{budget}{seed}", "teacher": teacher, "student": "mnist5k", "method": method,
+                "budget_type": kind, "budget": float(value), "seed": seed, "test_accuracy": acc}
+
+    rows = [row("dense", "flops:1", s, 0.95) for s in range(3)]
+    for s, (ch, rnd, l1) in enumerate([(0.90, 0.85, 0.88), (0.91, 0.86, 0.80), (0.89, 0.84, 0.86)]):
+        rows += [row("chipnet-direct", "flops:0.125", s, ch), row("random", "flops:0.125", s, rnd),
+                 row("l1", "flops:0.125", s, l1)]
+    paired = paired_comparisons(rows, "mnist5k")
+    assert len(paired) == 1 and paired[0]["best_baseline"] == "random"  # random's mean 0.85 > l1's 0.847
+    assert paired[0]["vs_best"] == pytest.approx([0.05, 0.05, 0.05])
+    cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.125"]})
+    table = markdown_table(rows, cfg, total=len(rows))
+    assert "| flops:0.125 | chipnet-direct | random | +5.0 [+5.0, +5.0] (n=3) | +5.0 [+5.0, +5.0] (n=3) |" in table
+
+
+def test_lanes_split_the_grid_by_student_and_seed():
+    from chipnet_zoo.experiment import lane_of
+
+    cfg = ExperimentConfig.from_dict({**TINY, "students": ["mnist5k", "animal-mnist"], "seeds": [0, 1, 2],
+                                      "teachers": ["animal-mnist", "mnist5k"]})
+    cells = grid(cfg)
+    lanes = [[c for c in cells if lane_of(cfg, c, 2) == k] for k in range(2)]
+    assert sorted(c.id for lane in lanes for c in lane) == sorted(c.id for c in cells)
+    pairs = [{(c.student, c.seed) for c in lane} for lane in lanes]
+    assert not pairs[0] & pairs[1]  # a (student, seed) pair never spans two lanes
+    assert {len({(c.student, c.seed) for c in lane}) for lane in lanes} == {3}
+    with pytest.raises(SystemExit):
+        main(["experiment", "offline", "--lane", "2/2"])
