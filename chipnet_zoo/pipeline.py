@@ -22,7 +22,7 @@ from torch import nn
 
 from . import runs as R
 from .budget import Budget
-from .errors import RunError
+from .errors import ResumeMismatchError, RunError
 from .training import (
     Trainer,
     describe_accelerator,
@@ -156,6 +156,69 @@ def resolve(s: RunSettings) -> dict[str, Any]:
     }
 
 
+#: ``RunSettings`` fields that may differ on ``--resume``: they change how a run executes, not what it computes.
+RESUME_FREE = ("out", "resume", "device", "workers", "progress", "latency_repeats", "wait_for_lock", "argv")
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and Path(str(a)).resolve() == Path(str(b)).resolve()
+
+
+def resume_differences(s: RunSettings, cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The options given to a ``--resume`` that differ from the run's resolved configuration ``cfg``:
+    ``{option: (the run's value, the value asked for)}``. Options not given (``None``) never differ.
+    Every option that changes what the run computes must match - including ``--epochs``: the learning-rate
+    and pruning schedules depend on the total number of epochs, so a longer run is a new run (docs/reliability.md)."""
+    phase = (cfg.get("recipe") or {}).get("phase") or {}
+    data = cfg.get("data_kwargs") or {}
+    source = (cfg.get("source") or {}).get("run")
+    checks: list[tuple[str, Any, Any, Any]] = [  # (option, asked, the run's, equal?)
+        ("arch", s.arch, cfg.get("arch"), None),
+        ("dataset", s.dataset, data.get("name_or_path"), None),
+        ("image_column", s.image_column, data.get("image_column"), None),
+        ("label_column", s.label_column, data.get("label_column"), None),
+        ("max_samples", s.max_samples, data.get("max_samples"), None),
+        ("image_size", s.image_size, data.get("image_size"), None),
+        ("data_seed", s.data_seed, data.get("seed"), None),
+        ("seed", s.seed, cfg.get("seed"), None),
+        ("epochs", s.epochs, phase.get("epochs"), None),
+        ("batch_size", s.batch_size, phase.get("batch_size"), None),
+        ("lr", s.lr, phase.get("lr"), None),
+        ("round_to", s.round_to, phase.get("round_to", 1), None),
+        ("weights", s.weights, cfg.get("weights_file"), _same_path),
+        ("mask", s.mask, cfg.get("mask_file"), _same_path),
+        ("from", s.from_run, source, _same_path),
+    ]
+    differences: dict[str, tuple[Any, Any]] = {}
+    if s.budget is not None:
+        asked = str(Budget.parse(s.budget))
+        if asked != cfg.get("budget"):
+            differences["budget"] = (cfg.get("budget"), asked)
+    if s.recipe is not None:
+        recipe = cfg.get("recipe") or {}
+        asked = str(Path(s.recipe).resolve()) if Path(s.recipe).is_file() else s.recipe
+        if asked not in (recipe.get("source"), recipe.get("name")):
+            differences["recipe"] = (recipe.get("source"), s.recipe)
+    for name, asked, had, equal in checks:
+        if asked is None:
+            continue
+        same = equal(asked, had) if equal else (
+            float(asked) == float(had) if isinstance(asked, float) and isinstance(had, (int, float)) else asked == had)
+        if not same:
+            differences[name] = (had, asked)
+    return differences
+
+
+def _check_resume(run: R.Run, s: RunSettings, cfg: dict[str, Any]) -> None:
+    differences = resume_differences(s, cfg)
+    if differences:
+        listed = "; ".join(f"--{k.replace('_', '-')}: the run has {had!r}, asked {asked!r}"
+                           for k, (had, asked) in differences.items())
+        raise ResumeMismatchError(
+            f"cannot resume {run.path} with other options ({listed}). Resume with the run's own options (or "
+            "none), or start a new run with another --out", run=str(run.path), differences=differences)
+
+
 def _run_dir(s: RunSettings, cfg: dict[str, Any]) -> Path:
     if s.out:
         return Path(s.out)
@@ -186,6 +249,8 @@ def execute(s: RunSettings) -> dict[str, Any]:
 def _execute_unlocked(run: R.Run, cfg: dict[str, Any] | None, s: RunSettings, acc) -> dict[str, Any]:
     if run.exists():
         old = run.config()
+        if s.resume and old.get("kind") == s.kind and isinstance(old.get("resolved"), dict):
+            _check_resume(run, s, old["resolved"])
         if run.is_finished():
             if not s.resume:
                 raise RunError(f"run folder {run.path} holds a finished {old.get('kind')} run; "
