@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import constants
+from ._secrets import register_secret
 from .budget import BUDGET_KINDS, Budget
 from .errors import (
     BudgetExceededError,
@@ -299,6 +300,7 @@ class MaskRegistry:
 
     def __init__(self, location: str | os.PathLike | None = None, *, endpoint: str | None = None,
                  token: str | None = None, private: bool = False):
+        register_secret(token)  # never printed, whichever backend uses it (chipnet_zoo/_secrets.py)
         default = location is None
         self._default = default  # an unconfigured default registry falls back to the built-in zoo on pull
         loc = os.fspath(constants.CHIPNET_ZOO_REGISTRY if default else location)
