@@ -113,7 +113,7 @@ class Mask:
                 f"(reads major version {constants.MASK_FORMAT_VERSION.split('.')[0]})")
         structure = self.structure
         if [n for n, _ in structure] != list(self.keep) or set(self.keep) != set(self.scores):
-            raise MaskFormatError("mask tensors do not match the group list in its metadata")
+            raise MaskFormatError("mask tensors do not match the group list in its metadata", field="structure")
         for name, size in structure:
             if self.keep[name].numel() != size or self.scores[name].numel() != size:
                 raise MaskFormatError(f"group {name!r}: expected {size} channels in mask and scores",
