@@ -209,6 +209,16 @@ def test_item2_push_records_true_ratios_and_refuses_a_false_budget(tmp_path):
     assert reg.pull(KEY).ratios == true and reg.pull(KEY).keep_vector().equal(honest.keep_vector())
 
 
+def test_item2_shipped_zoo_states_its_true_ratios(tmp_path):
+    """Publishing the built-in zoo (as docs/experiments.md shows) passes the push checks unchanged."""
+    zoo = MaskRegistry.builtin()
+    for entry in zoo.list():
+        mask = zoo.pull(entry.key)
+        assert mask.verified() is mask, entry.key
+    published = MaskRegistry(tmp_path / "zoo").push_registry(zoo)
+    assert [(e.key, e.sha256) for e in published] == [(e.key, e.sha256) for e in zoo.list()]
+
+
 def test_item2_structure_must_fit_the_architecture(tmp_path):
     reg = MaskRegistry(tmp_path / "zoo")
     with pytest.raises(MaskContentError, match="does not fit its architecture 'resnet20'") as info:
