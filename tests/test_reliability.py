@@ -267,13 +267,24 @@ def test_item3_resume_with_the_runs_own_options_is_allowed(tmp_path):
                        max_samples=64, epochs=2, lr=0.05, seed=3, device="cpu", workers=2)
     assert resume_differences(same, cfg) == {}
     assert resume_differences(RunSettings("train", resume=True), cfg) == {}
-    other = RunSettings("train", resume=True, recipe="cpu", round_to=8, max_samples=65)
-    assert set(resume_differences(other, cfg)) == {"recipe", "round_to", "max_samples"}
+    other = RunSettings("train", resume=True, recipe="cpu", round_to=8, max_samples=65, from_run="elsewhere")
+    assert set(resume_differences(other, cfg)) == {"recipe", "round_to", "max_samples", "from_run"}
     with pytest.raises(ResumeMismatchError) as info:
         from chipnet_zoo.pipeline import execute
 
         execute(RunSettings("train", out=str(tmp_path / "run"), resume=True, epochs=3, device="cpu"))
     assert info.value.differences == {"epochs": (2, 3)}
+
+
+def test_item3_every_run_option_is_compared_or_declared_free():
+    """A new RunSettings field must be compared on --resume or declared harmless (RESUME_FREE)."""
+    from dataclasses import fields
+
+    from chipnet_zoo.pipeline import RESUME_FREE, RunSettings, _run_values
+
+    compared = set(_run_values({}))
+    assert {f.name for f in fields(RunSettings)} == compared | set(RESUME_FREE)
+    assert not compared & set(RESUME_FREE)
 
 
 # --- items 4 and 7: malformed metadata and index: the project's error naming the field --------------
