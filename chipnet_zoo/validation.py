@@ -28,17 +28,21 @@ MAX_GROUPS, MAX_GROUP_CHANNELS = 100_000, 1_000_000
 MASK_DTYPES, SCORE_DTYPES = ("BOOL",), ("F16", "BF16", "F32", "F64")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+#: A JSON string (an unterminated one runs to the end: no backtracking, linear time) or a bracket.
+_TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 # --- JSON --------------------------------------------------------------------------------------------
 def json_depth(text: str) -> int:
     """The deepest nesting of arrays/objects in ``text`` (strings skipped; no parsing, no recursion)."""
     depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub('""', text)):
-        depth += 1 if m.group() in "[{" else -1
-        deepest = max(deepest, depth)
+    for m in _TOKEN.finditer(text):
+        c = m.group()[0]
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
     return deepest
 
 

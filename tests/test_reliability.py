@@ -343,6 +343,10 @@ def test_item4_index_depth_and_size_are_bounded(tmp_path, monkeypatch):
     deep = _index(metrics=json.loads("[" * 30 + "]" * 30)).replace(b"[]", b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(IndexFormatError, match="nested deeper"):
         parse_index(deep, "index.json")
+    start = time.perf_counter()  # an unterminated string of escaped quotes: no quadratic scan (was a hang)
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        parse_index(b'"' + b'\\"' * 1_000_000, "index.json")
+    assert time.perf_counter() - start < 5
     from chipnet_zoo import registry
 
     monkeypatch.setattr(registry, "MAX_INDEX_BYTES", 100)
