@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 _MIN_SECRET = 6  # shorter strings would scrub ordinary words
 _KNOWN: set[str] = set()
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#]+)@")
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<userinfo>[^/\s@?#]{1,512})@")
 _TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_TOKEN")
 
 
