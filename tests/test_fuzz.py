@@ -148,3 +148,26 @@ def test_deep_nesting_never_recurses(depth):
                metadata={"chipnet_zoo.format_version": "1.0", "chipnet_zoo.arch": "x",
                          "chipnet_zoo.structure": deep.decode()})
     assert load_or_own_error(raw) is None
+
+
+# --- secrets ---------------------------------------------------------------------------------------------
+_TOKEN_CHARS = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=6, max_size=40)
+
+
+@FUZZ
+@given(_TOKEN_CHARS, _TOKEN_CHARS, st.text(max_size=40), st.text(max_size=40))
+def test_scrub_never_leaves_a_registered_token_or_password(token, password, before, after):
+    from chipnet_zoo import _secrets
+    from chipnet_zoo._secrets import register_secret, register_url, scrub
+
+    known = set(_secrets._KNOWN)  # random secrets must not scrub words from later tests' messages
+    try:
+        register_secret(token)
+        register_url(f"https://user:{password}@hub.example")
+        for message in (before + token + after, f"{before}https://user:{password}@host/{after}",
+                        f"{before}Bearer {token}\n{after}"):
+            out = scrub(message)
+            assert token not in out and password not in out
+    finally:
+        _secrets._KNOWN.clear()
+        _secrets._KNOWN.update(known)
