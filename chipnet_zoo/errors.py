@@ -116,7 +116,7 @@ class RegistryWriteError(RegistryError, OSError):
         self.path = path
 
 
-class HubServerError(RegistryError):
+class HubServerError(RegistryError, ConnectionError):
     """The Hub answered with an error status (``status``; ``answer``: the first line of its body)."""
 
     def __init__(self, message: str, *, status: int | None, answer: str = ""):
