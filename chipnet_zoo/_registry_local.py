@@ -139,7 +139,10 @@ class LocalBackend:
                     for path in written:
                         path.unlink(missing_ok=True)
                     raise
-                self.collect_garbage(entries)
+                try:
+                    self.collect_garbage(entries)
+                except OSError:
+                    pass  # published already; what is left is collected by the next push
         except Timeout:
             raise RegistryError(f"timed out after {self.lock_timeout:g} s waiting for the lock on {self.root}") from None
         except OSError as exc:
