@@ -32,8 +32,16 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import httpx  # httpx2 in huggingface_hub 2.x
 
+from ._secrets import register_secret, register_url, scrub
 from ._version import __version__
-from .errors import EntryNotFoundError, IntegrityError, InvalidKeyError, RegistryError, RegistryNotFoundError
+from .errors import (
+    EntryNotFoundError,
+    HubServerError,
+    IntegrityError,
+    InvalidKeyError,
+    RegistryError,
+    RegistryNotFoundError,
+)
 from .registry import INDEX_FILE, dump_index, parse_index, verify_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,12 +78,29 @@ def parse_hub_url(url: str) -> tuple[str, str]:
     return repo_id, revision
 
 
-def _scrub(text: str) -> str:
-    """Remove any token from a message (defence in depth: tokens are never put in messages)."""
-    from huggingface_hub import get_token
+def _scrub(text: object) -> str:
+    """Remove every known token and URL userinfo from a message (chipnet_zoo/_secrets.py)."""
+    return scrub(text)
 
-    token = get_token()
-    return text.replace(token, "***") if token else text
+
+def _server_answer(exc: BaseException) -> tuple[int, str] | None:
+    """``(status, first line of the answer)`` of the first HTTP error response in ``exc``'s chain."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        response = getattr(cur, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int) and status >= 400:
+            try:
+                answer = response.headers.get("X-Error-Message") or response.text
+            except Exception:  # noqa: BLE001 - a streamed or closed body
+                answer = ""
+            line = next((ln.strip() for ln in str(answer).splitlines() if ln.strip()), "")
+            reason = getattr(response, "reason_phrase", "") or ""
+            return status, f"{reason}: {line[:300]}" if line else str(reason)
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 class HubBackend:
@@ -86,7 +111,10 @@ class HubBackend:
     def __init__(self, repo_id: str, revision: str = "main", *, endpoint: str | None = None,
                  token: str | None = None, private: bool = False):
         self.repo_id, self.revision, self.private = validate_repo_id(repo_id), revision, private
+        register_secret(token)
+        register_url(endpoint)
         self.api = HfApi(endpoint=endpoint, token=token, library_name="chipnet-zoo", library_version=__version__)
+        register_url(self.api.endpoint)
         self.commit: str | None = None  # the commit the index was last read at
         self._repo_ready = False
 
@@ -98,14 +126,25 @@ class HubBackend:
     def __str__(self) -> str:
         return f"hf://{self.repo_id}" + ("" if self.revision == "main" else f"@{self.revision}")
 
-    def __repr__(self) -> str:  # no token
-        return f"HubBackend({str(self)!r}, endpoint={self.api.endpoint!r})"
+    def __repr__(self) -> str:  # no token, no userinfo
+        return f"HubBackend({str(self)!r}, endpoint={_scrub(self.api.endpoint)!r})"
 
     # --- errors ----------------------------------------------------------------------------------
     def _error(self, exc: Exception, action: str) -> Exception:
-        where = f"{self} at {self.api.endpoint}"
+        """The project's error for ``exc``, its message scrubbed of every secret."""
+        error = self._translate(exc, action)
+        error.args = tuple(_scrub(a) if isinstance(a, str) else a for a in error.args)
+        return error
+
+    def _translate(self, exc: Exception, action: str) -> Exception:
+        endpoint = _scrub(self.api.endpoint)
+        where = f"{self} at {endpoint}"
+        answer = _server_answer(exc)
+        if answer is not None and answer[0] not in (401, 403, 404):
+            return HubServerError(f"cannot {action} {where}: the Hub answered {answer[0]} {answer[1]}",
+                                  status=answer[0], answer=answer[1])
         if isinstance(exc, RepositoryNotFoundError):
-            return RegistryNotFoundError(f"Hub repo {self.repo_id!r} not found at {self.api.endpoint} (or it is "
+            return RegistryNotFoundError(f"Hub repo {self.repo_id!r} not found at {endpoint} (or it is "
                                          "private and the token has no access)")
         if isinstance(exc, RevisionNotFoundError):
             return RegistryNotFoundError(f"revision {self.revision!r} not found in {where}")
@@ -146,7 +185,9 @@ class HubBackend:
             self.read_index()
         try:
             local = self.api.hf_hub_download(self.repo_id, rel, revision=self.commit)
-        except LocalEntryNotFoundError:
+        except LocalEntryNotFoundError as exc:
+            if _server_answer(exc) is not None:
+                raise self._error(exc, f"download {rel} from") from None
             raise EntryNotFoundError(f"{rel} of {self}@{self.commit[:10]} is not in the local cache and the Hub "
                                      "cannot be reached (HF_HUB_OFFLINE=1 or no connection)") from None
         except HfEntryNotFoundError:

@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
     EntryNotFoundError,
+    IndexFormatError,
+    IntegrityError,
     InvalidKeyError,
     MaskFormatError,
     MaskMismatchError,
     RegistryError,
     RegistryNotFoundError,
+    RegistryWriteError,
 )
-from .registry import INDEX_FILE, dump_index, parse_index, verify_bytes
+from .registry import INDEX_FILE, dump_index, parse_index, sha256_hex, verify_bytes
+from .validation import MAX_INDEX_BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -46,9 +50,19 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class LocalBackend:
-    """A registry in a local folder; writes are atomic and the index is updated under a file lock."""
+    """A registry in a local folder.
+
+    Files are stored content-addressed next to their logical path (``masks/a/d/flops-0.25.<sha256>.safetensors``
+    for ``masks/a/d/flops-0.25.safetensors``), so a push never modifies a file a reader may be reading. The
+    atomic replacement of ``index.json`` is the single commit point; files no longer referenced are collected
+    afterwards, under the same lock. A kill at any instant leaves the old or the new index, each complete.
+    Folders written before content addressing (and the built-in zoo) keep files at their logical paths;
+    those are still read.
+    """
 
     writes_card = False
+    #: Files of replaced entries are removed, so a reader holding an older index may have to re-read it.
+    collects_garbage = True
 
     def __init__(self, root: Path, missing_ok: bool = False, lock_timeout: float = 120.0):
         self.root, self.missing_ok, self.lock_timeout = Path(root), missing_ok, lock_timeout
@@ -62,35 +76,108 @@ class LocalBackend:
             raise InvalidKeyError(f"path {rel!r} escapes the registry folder {self.root}")
         return path
 
+    def stored_path(self, rel: str, sha256: str) -> Path:
+        """Where the file ``rel`` with content ``sha256`` is stored (content-addressed)."""
+        p = PurePosixPath(rel)
+        return self._file(str(p.with_name(f"{p.stem}.{sha256}{p.suffix}")))
+
     def read_index(self) -> dict[str, RegistryEntry]:
         if not self.root.is_dir():
+            if self.root.exists():
+                raise RegistryNotFoundError(f"the registry location {self.root} is not a folder")
             if self.missing_ok:
                 return {}
             raise RegistryNotFoundError(f"no mask registry at {self.root} (the folder does not exist)")
         index = self.root / INDEX_FILE
-        return parse_index(index.read_bytes(), str(index)) if index.is_file() else {}
+        if not index.exists():
+            return {}
+        if not index.is_file():
+            raise IndexFormatError(f"corrupt registry index {index}: it is not a regular file", where=str(index))
+        try:
+            if index.stat().st_size > MAX_INDEX_BYTES:  # refused before it is read
+                raise IndexFormatError(f"corrupt registry index {index}: {index.stat().st_size} bytes, more than the "
+                                       f"{MAX_INDEX_BYTES} accepted", where=str(index))
+            data = index.read_bytes()
+        except OSError as exc:
+            if isinstance(exc, RegistryError):
+                raise
+            raise RegistryError(f"cannot read the registry index {index}: {exc.strerror or exc}") from None
+        return parse_index(data, str(index))
 
     def read_file(self, rel: str, sha256: str, size: int | None) -> bytes:
-        path = self._file(rel)
-        if not path.is_file():
-            raise EntryNotFoundError(f"{rel} is listed in the index of {self.root} but the file is missing")
-        return verify_bytes(path.read_bytes(), sha256, size, f"{path}")
+        for path in (self.stored_path(rel, sha256), self._file(rel)):
+            try:
+                return verify_bytes(path.read_bytes(), sha256, size, f"{path}")
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except IsADirectoryError:
+                raise IntegrityError(f"{path} is a folder, not the file the index of {self.root} lists") from None
+        raise EntryNotFoundError(f"{rel} is listed in the index of {self.root} but the file is missing")
 
     def existing_plots(self, paths: list[str]) -> set[str]:
         return {p for p in paths if (self.root / p).is_file()}
 
     def update(self, mutate: Mutator, message: str) -> None:
+        """Write the new files (content-addressed), then ``index.json`` (the commit), then collect garbage.
+        A file-system error (disk full, ...) is a :class:`RegistryWriteError`; what was written is removed."""
         from filelock import FileLock, Timeout
 
-        self.root.mkdir(parents=True, exist_ok=True)
         try:
-            with FileLock(str(self.root / f".{INDEX_FILE}.lock"), timeout=self.lock_timeout):
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.root / f".{INDEX_FILE}.lock"), timeout=self.lock_timeout)
+            with lock:
                 entries, files = mutate(self.read_index())
-                for rel, data in files.items():
-                    atomic_write(self._file(rel), data)
-                atomic_write(self.root / INDEX_FILE, dump_index(entries))
+                written: list[Path] = []
+                try:
+                    for rel, data in files.items():
+                        target = self.stored_path(rel, sha256_hex(data))
+                        if not (target.is_file() and sha256_hex(target.read_bytes()) == sha256_hex(data)):
+                            atomic_write(target, data)
+                            written.append(target)
+                    atomic_write(self.root / INDEX_FILE, dump_index(entries))  # the commit point
+                except BaseException:
+                    for path in written:
+                        path.unlink(missing_ok=True)
+                    raise
+                try:
+                    self.collect_garbage(entries)
+                except OSError:
+                    pass  # published already; what is left is collected by the next push
         except Timeout:
             raise RegistryError(f"timed out after {self.lock_timeout:g} s waiting for the lock on {self.root}") from None
+        except OSError as exc:
+            if isinstance(exc, RegistryError):
+                raise
+            where = exc.filename or self.root
+            raise RegistryWriteError(f"cannot write to the registry {self.root}: {exc.strerror or exc} ({where}); "
+                                     "nothing was published", path=str(where)) from None
+
+    def collect_garbage(self, entries: dict[str, RegistryEntry]) -> list[Path]:
+        """Remove stored files no entry references and temp files of killed writers (call under the lock)."""
+        keep: set[Path] = set()
+        for e in entries.values():
+            for rel, sha in ((e.path, e.sha256), *(((e.weights["path"], e.weights["sha256"]),) if e.weights else ())):
+                stored = self.stored_path(rel, sha)
+                keep.add(stored if stored.is_file() else self._file(rel))
+        removed: list[Path] = []
+        for top in ("masks", "weights"):
+            base = self.root / top
+            if not base.is_dir():
+                continue
+            for path in sorted(base.rglob("*"), reverse=True):
+                try:
+                    if path.is_dir():
+                        if not any(path.iterdir()):
+                            path.rmdir()
+                    elif (path.suffix == ".tmp" or path.suffix == ".safetensors") and path.resolve() not in keep:
+                        path.unlink()
+                        removed.append(path)
+                except OSError:
+                    pass  # best effort: garbage never affects what readers see
+        for path in self.root.glob(f".{INDEX_FILE}.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
 
 
 # --- helpers on mask and weights bytes -------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import RunError
+from .errors import CheckpointError, RunError
 
 STATE_FILE = "state.json"
 CHECKPOINT_FORMAT = 1
@@ -136,11 +136,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # disk full or a kill: no orphan temp file
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -159,6 +163,18 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def _load_checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """:func:`load_tensors`, a truncated or corrupt file being a :class:`CheckpointError` naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_tensors(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint file {path} is truncated or corrupt ({msg}); delete the folder "
+                              f"{path.parent} to restart the run from its beginning", path=str(path)) from None
 
 
 class CheckpointDir:
@@ -206,14 +222,14 @@ class CheckpointDir:
         tensors_path = self.path / head["tensors"]
         if not tensors_path.is_file():
             raise RunError(f"checkpoint {self.state_file} refers to missing file {tensors_path.name}")
-        state = unflatten_state(head["state"], load_tensors(tensors_path))
+        state = unflatten_state(head["state"], _load_checkpoint_tensors(tensors_path))
         return int(head["epoch"]), state
 
     def load_rng(self, rank: int) -> dict[str, torch.Tensor] | None:
         """This rank's saved RNG states (rank 0's when this rank saved none), or ``None``."""
         head = json.loads(self.state_file.read_text())
         name = head.get("rng", {}).get(str(rank)) or head.get("rng", {}).get("0")
-        return load_tensors(self.path / name) if name and (self.path / name).is_file() else None
+        return _load_checkpoint_tensors(self.path / name) if name and (self.path / name).is_file() else None
 
     def remove(self) -> None:
         """Delete the checkpoint folder (after the run has finished and written its results)."""

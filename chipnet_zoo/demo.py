@@ -2,7 +2,8 @@
 
 1. train a small ResNet on ``animal-mnist`` (the teacher);
 2. ChipNet-prune it at two FLOPs budgets;
-3. push the masks to the default local registry (``MaskRegistry()``; root ``$CHIPNET_ZOO_HOME``);
+3. push the masks to the demo's own registry, ``<out>/registry`` (never the default registry: the demo
+   must not shadow the shipped zoo or change what ``MaskRegistry()`` pulls);
 4. pull them back by key and transfer them to ``mnist5k`` (the student, protocol ``scratch``);
 5. compare with ChipNet run directly on the student, a random mask at the same budget, and the dense
    student; print the table and write the plot.
@@ -61,23 +62,32 @@ class DemoWorkspace(Workspace):
         return entry.key
 
 
+def demo_registry(out: Path, registry: Any = None) -> Any:
+    """The registry the demo pushes teacher masks to: ``registry`` if given, else ``<out>/registry``
+    (its own folder: the default registry and the built-in zoo are never touched)."""
+    from .registry import MaskRegistry
+
+    if isinstance(registry, MaskRegistry):
+        return registry
+    return MaskRegistry(registry if registry is not None else Path(out) / "registry")
+
+
 def run_demo(quick: bool = False, out: str | Path | None = None, registry: Any = None,
              fresh: bool = False) -> dict[str, Any]:
     """Run the demo; returns the experiment summary plus ``seconds``, ``registry`` and ``keys``."""
-    from .registry import MaskRegistry
-
     out = Path(out or ("chipnet-zoo-demo-quick" if quick else "chipnet-zoo-demo"))
     if fresh and out.exists():
         shutil.rmtree(out)
     cfg = demo_config(quick, out)
-    reg = registry if isinstance(registry, MaskRegistry) else MaskRegistry(registry)
+    reg = demo_registry(out, registry)
     p = PRESETS["quick" if quick else "full"]
     settings = (f"settings: {cfg.arch}; teacher {TEACHER} ({p['max_samples'][TEACHER]} training images), "
                 f"student {STUDENT} ({p['max_samples'][STUDENT]} training images); epochs train/prune/finetune "
                 f"{p['epochs']['train']}/{p['epochs']['prune']}/{p['epochs']['finetune']} (recipe 'cpu'); "
                 f"FLOPs budgets {', '.join(format(b, 'g') for b in cfg.budgets)}; seed 0; "
                 f"methods {', '.join(METHODS)}; registry {reg.location}")
-    print(f"chipnet-zoo demo{' --quick' if quick else ''}\n{settings}", file=sys.stderr, flush=True)
+    print(f"chipnet-zoo demo{' --quick' if quick else ''}\n{settings}\nwrites: run folders, table and plot in "
+          f"{out.resolve()}; teacher masks in the registry {reg.location}", file=sys.stderr, flush=True)
     log: list[str] = []
     start = time.perf_counter()
     summary = run_experiment(cfg, out=out, workspace=lambda c, o: DemoWorkspace(c, o, reg, log))

@@ -44,12 +44,29 @@ class MaskMismatchError(ChipNetZooError, ValueError):
 
 
 class MaskFormatError(ChipNetZooError, ValueError):
-    """A mask file that is corrupt, truncated, or of an unknown format version."""
+    """A mask file that is corrupt, truncated, of an unknown format version, or whose contents are invalid
+    (``field``: the tensor or metadata key at fault, when there is one)."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class MaskContentError(MaskFormatError):
+    """A mask whose tensors or metadata disagree with its architecture (structure, recomputed ratios)."""
 
 
 # --- data ----------------------------------------------------------------------------------------
 class DatasetError(ChipNetZooError, ValueError):
     """A dataset that cannot be found or has no usable image/label columns."""
+
+
+class UnknownDatasetError(DatasetError):
+    """A dataset name that is neither a named dataset, a local path nor a possible Hub id."""
+
+    def __init__(self, message: str, *, name: str, suggestions: list[str] | None = None):
+        super().__init__(message)
+        self.name, self.suggestions = name, list(suggestions or [])
 
 
 # --- registry ------------------------------------------------------------------------------------
@@ -77,5 +94,61 @@ class IntegrityError(RegistryError, OSError):
     """A registry file whose sha256 does not match the index, or a corrupt index."""
 
 
+class IndexFormatError(IntegrityError):
+    """An ``index.json`` that breaks the schema (``where``: the file, ``field``: the offending field)."""
+
+    def __init__(self, message: str, *, where: str, field: str | None = None):
+        super().__init__(message)
+        self.where, self.field = where, field
+
+
+class BudgetExceededError(RegistryError, ValueError):
+    """A push whose mask's true (recomputed) ratio is above the budget it would be published under."""
+
+    def __init__(self, message: str, *, key: str, kind: str, ratio: float, budget: float):
+        super().__init__(message)
+        self.key, self.kind, self.ratio, self.budget = key, kind, ratio, budget
+
+
+class RegistryWriteError(RegistryError, OSError):
+    """A registry write that failed on the file system (disk full, permissions); nothing was published."""
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+class HubServerError(RegistryError, ConnectionError):
+    """The Hub answered with an error status (``status``; ``answer``: the first line of its body)."""
+
+    def __init__(self, message: str, *, status: int | None, answer: str = ""):
+        super().__init__(message)
+        self.status, self.answer = status, answer
+
+
+class OutputPathError(ChipNetZooError, ValueError):
+    """An output path that cannot be written as asked (e.g. ``pull --out`` naming a directory)."""
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path
+
+
 class RunError(ChipNetZooError, RuntimeError):
     """A training/pruning run that cannot start or continue (missing weights, bad run folder)."""
+
+
+class ResumeMismatchError(RunError):
+    """``--resume`` with options that differ from the run's own (``differences``: option -> (run, asked))."""
+
+    def __init__(self, message: str, *, run: str, differences: dict[str, tuple[object, object]]):
+        super().__init__(message)
+        self.run, self.differences = run, dict(differences)
+
+
+class CheckpointError(RunError):
+    """A checkpoint file that is truncated or corrupt (``path``)."""
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path

@@ -9,7 +9,9 @@ namespaced ``chipnet_zoo.*``; structured values are JSON strings.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,21 @@ from torch import nn
 from . import constants
 from ._version import __version__
 from .budget import Budget
-from .errors import MaskFormatError, MaskMismatchError
+from .errors import MaskContentError, MaskFormatError, MaskMismatchError
+from .validation import (
+    MAX_MASK_BYTES,
+    MAX_METADATA_BYTES,
+    check_mask_header,
+    check_mask_metadata,
+    check_mask_tensors,
+    load_json,
+)
 
 #: Metadata values stored as plain strings; every other key is stored as JSON.
 _STRING_KEYS = {"format_version", "arch", "dataset", "budget_type", "method", "library_version",
                 "torch_version", "created"}
 _REQUIRED_KEYS = ("format_version", "arch", "structure")
+_MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 
 
 def _example_input(model: nn.Module, metadata: Mapping[str, Any],
@@ -53,8 +64,11 @@ class Mask:
 
     def __init__(self, keep: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
                  metadata: Mapping[str, Any]):
-        self.keep = {name: torch.as_tensor(v).to(torch.bool).flatten().clone() for name, v in keep.items()}
-        self.scores = {name: torch.as_tensor(v).to(torch.float32).flatten().clone() for name, v in scores.items()}
+        keep = {name: torch.as_tensor(v) for name, v in keep.items()}
+        scores = {name: torch.as_tensor(v) for name, v in scores.items()}
+        check_mask_tensors(keep, scores)  # 1-D, 0/1 masks, finite scores: never cast silently
+        self.keep = {name: v.to(torch.bool).clone() for name, v in keep.items()}
+        self.scores = {name: v.to(torch.float32).clone() for name, v in scores.items()}
         self.metadata = dict(metadata)
         self.metadata.setdefault("format_version", constants.MASK_FORMAT_VERSION)
         self.metadata.setdefault("structure", [[n, int(v.numel())] for n, v in self.keep.items()])
@@ -90,7 +104,8 @@ class Mask:
     def _validate(self) -> None:
         for key in _REQUIRED_KEYS:
             if key not in self.metadata:
-                raise MaskFormatError(f"mask metadata lacks {key!r}")
+                raise MaskFormatError(f"mask metadata lacks {key!r}", field=key)
+        check_mask_metadata(self.metadata)
         version = str(self.metadata["format_version"])
         if version.split(".")[0] != constants.MASK_FORMAT_VERSION.split(".")[0]:
             raise MaskFormatError(
@@ -98,12 +113,41 @@ class Mask:
                 f"(reads major version {constants.MASK_FORMAT_VERSION.split('.')[0]})")
         structure = self.structure
         if [n for n, _ in structure] != list(self.keep) or set(self.keep) != set(self.scores):
-            raise MaskFormatError("mask tensors do not match the group list in its metadata")
+            raise MaskFormatError("mask tensors do not match the group list in its metadata", field="structure")
         for name, size in structure:
             if self.keep[name].numel() != size or self.scores[name].numel() != size:
-                raise MaskFormatError(f"group {name!r}: expected {size} channels in mask and scores")
+                raise MaskFormatError(f"group {name!r}: expected {size} channels in mask and scores",
+                                      field=f"mask/{name}")
             if not bool(self.keep[name].any()):
-                raise MaskFormatError(f"group {name!r} keeps no channel")
+                raise MaskFormatError(f"group {name!r} keeps no channel", field=f"mask/{name}")
+
+    # --- checking the contents against the architecture -------------------------------------------
+    def true_ratios(self) -> dict[str, float]:
+        """The four hard ratios recomputed from the structure and the kept channels, on a fresh model of
+        the mask's architecture (its ``num_classes`` and ``input_size``, else 10 and the model's default).
+
+        Raises:
+            MaskContentError: an unknown architecture, or a structure that does not fit it.
+        """
+        meta = self.metadata
+        size = tuple(meta["input_size"]) if meta.get("input_size") else None
+        structure, cost = _reference_cost(self.arch, int(meta.get("num_classes") or 10), size)
+        if [tuple(s) for s in structure] != [tuple(s) for s in self.structure]:
+            try:
+                self.check_fits(structure, arch=self.arch)
+            except MaskMismatchError as exc:
+                raise MaskContentError(f"the mask's structure does not fit its architecture {self.arch!r}: {exc}",
+                                       field="structure") from None
+        return cost.hard_ratios(self.keep_vector())
+
+    def verified(self, tolerance: float = 1e-6) -> Mask:
+        """This mask if its stated ratios are the true ones (:meth:`true_ratios`, within ``tolerance``),
+        else a copy that records the true ones. Stated ratios are never trusted."""
+        true = self.true_ratios()
+        stated = self.ratios
+        if set(stated) == set(true) and all(abs(float(stated[k]) - true[k]) <= tolerance for k in true):
+            return self
+        return self.with_metadata(ratios=true)
 
     # --- properties ------------------------------------------------------------------------------
     @property
@@ -259,9 +303,13 @@ class Mask:
         """Write the mask as a safetensors file (atomically) and return the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(self.to_bytes())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
@@ -270,37 +318,46 @@ class Mask:
         from safetensors import SafetensorError
         from safetensors.torch import load
 
+        def corrupt(msg: str) -> MaskFormatError:
+            return MaskFormatError(f"not a valid mask file (corrupt or truncated safetensors): {msg}")
+
+        data = bytes(data)
+        if len(data) > MAX_MASK_BYTES:
+            raise MaskFormatError(f"not a mask file: {len(data)} bytes, more than the {MAX_MASK_BYTES} accepted")
         try:
-            tensors = load(bytes(data))
-            header_len = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8:8 + header_len])
-        except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as exc:
-            raise MaskFormatError(f"not a valid mask file (corrupt or truncated safetensors): {exc}") from None
-        raw = header.get("__metadata__") or {}
+            tensors = load(data)
+        except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError, RuntimeError, TypeError) as exc:
+            raise corrupt(str(exc)) from None
+        header = load_json(data[8:8 + int.from_bytes(data[:8], "little")], what="the header",
+                           error=corrupt, max_bytes=_MAX_HEADER_BYTES)
+        raw = header.get("__metadata__") if isinstance(header, dict) else None
+        if not isinstance(raw, dict):
+            raw = {}
         ns = constants.METADATA_NAMESPACE
         metadata: dict[str, Any] = {}
         for key, value in raw.items():
-            if not key.startswith(ns):
+            if not key.startswith(ns) or not isinstance(value, str):
                 continue
             name = key[len(ns):]
-            try:
-                metadata[name] = value if name in _STRING_KEYS else json.loads(value)
-            except json.JSONDecodeError:
-                raise MaskFormatError(f"metadata {key!r} is not valid JSON") from None
+            metadata[name] = value if name in _STRING_KEYS else load_json(
+                value, what=f"metadata {key!r}", max_bytes=MAX_METADATA_BYTES,
+                error=lambda msg, name=name: MaskFormatError(msg, field=name))
         if "format_version" not in metadata:
-            raise MaskFormatError("not a chipnet-zoo mask file (no chipnet_zoo.format_version metadata)")
+            raise MaskFormatError("not a chipnet-zoo mask file (no chipnet_zoo.format_version metadata)",
+                                  field="format_version")
+        if "structure" not in metadata:
+            raise MaskFormatError("mask metadata lacks 'structure'", field="structure")
+        check_mask_metadata(metadata)
+        check_mask_header(header)
         keep, scores = {}, {}
-        for name in tensors:
-            kind, _, group = name.partition("/")
-            if kind not in ("mask", "score"):
-                raise MaskFormatError(f"unexpected tensor {name!r} in mask file")
-        for group, _size in [(str(n), s) for n, s in metadata.get("structure", [])]:
+        for group, _size in [(str(n), s) for n, s in metadata["structure"]]:
             if f"mask/{group}" not in tensors or f"score/{group}" not in tensors:
                 raise MaskFormatError(f"mask file lacks the tensors of group {group!r}")
             keep[group] = tensors[f"mask/{group}"]
             scores[group] = tensors[f"score/{group}"]
         if tensors and len(keep) * 2 != len(tensors):
-            raise MaskFormatError("mask file holds tensors of groups that are not in its structure")
+            raise MaskFormatError("mask file holds tensors of groups that are not in its structure",
+                                  field="structure")
         return cls(keep, scores, metadata)
 
     @classmethod
@@ -309,7 +366,30 @@ class Mask:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"mask file not found: {path}")
+        if path.stat().st_size > MAX_MASK_BYTES:
+            raise MaskFormatError(f"{path} is not a mask file: {path.stat().st_size} bytes, more than the "
+                                  f"{MAX_MASK_BYTES} accepted")
         return cls.from_bytes(path.read_bytes())
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_cost(arch: str, num_classes: int, input_size: tuple[int, ...] | None):
+    """``(structure, CostModel)`` of a fresh ``arch`` model (cached: pushes of many masks build it once)."""
+    from .cost import CostModel
+    from .groups import build_channel_graph
+    from .models import create_model, is_model
+
+    if not is_model(arch):
+        raise MaskContentError(f"cannot check the mask: unknown architecture {arch!r} (see list_models())",
+                               field="arch")
+    try:
+        model = create_model(arch, num_classes=num_classes, in_chans=int(input_size[0]) if input_size else 3)
+        shape = input_size or tuple(model.default_input_size)
+        graph = build_channel_graph(model, torch.zeros(1, *shape))
+    except (ValueError, RuntimeError) as exc:
+        raise MaskContentError(f"cannot build {arch!r} with num_classes={num_classes}, input_size={input_size} "
+                               f"from the mask's metadata: {exc}", field="input_size") from None
+    return list(graph.structure), CostModel(graph)
 
 
 def _canonical_header(data: bytes) -> bytes:

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import runs as R
 from .budget import Budget
-from .errors import RunError
+from .errors import ResumeMismatchError, RunError
 from .training import (
     Trainer,
     describe_accelerator,
@@ -156,6 +156,66 @@ def resolve(s: RunSettings) -> dict[str, Any]:
     }
 
 
+#: ``RunSettings`` fields that may differ on ``--resume``: they change how a run executes, not what it computes
+#: (``kind`` is checked on its own). Every other field is compared by :func:`resume_differences`.
+RESUME_FREE = ("kind", "out", "resume", "device", "workers", "progress", "latency_repeats", "wait_for_lock", "argv")
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and Path(str(a)).resolve() == Path(str(b)).resolve()
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def _run_values(cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{RunSettings field: (the run's value, how to compare)}`` from a run's resolved configuration."""
+    phase = (cfg.get("recipe") or {}).get("phase") or {}
+    data = cfg.get("data_kwargs") or {}
+    recipe = cfg.get("recipe") or {}
+    return {
+        "arch": (cfg.get("arch"), _same_value), "dataset": (data.get("name_or_path"), _same_value),
+        "image_column": (data.get("image_column"), _same_value),
+        "label_column": (data.get("label_column"), _same_value),
+        "max_samples": (data.get("max_samples"), _same_value), "image_size": (data.get("image_size"), _same_value),
+        "data_seed": (data.get("seed"), _same_value), "seed": (cfg.get("seed"), _same_value),
+        "epochs": (phase.get("epochs"), _same_value), "batch_size": (phase.get("batch_size"), _same_value),
+        "lr": (phase.get("lr"), _same_value), "round_to": (phase.get("round_to", 1), _same_value),
+        "weights": (cfg.get("weights_file"), _same_path), "mask": (cfg.get("mask_file"), _same_path),
+        "from_run": ((cfg.get("source") or {}).get("run"), _same_path),
+        "budget": (cfg.get("budget"), lambda asked, had: str(Budget.parse(asked)) == had),
+        "recipe": (recipe.get("source"), lambda asked, had: asked in (had, recipe.get("name")) or (
+            Path(asked).is_file() and _same_path(asked, had))),
+    }
+
+
+def resume_differences(s: RunSettings, cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The options given to a ``--resume`` that differ from the run's resolved configuration ``cfg``:
+    ``{RunSettings field: (the run's value, the value asked for)}``. Options not given (``None``) never
+    differ. Every option that changes what the run computes must match - ``--epochs`` included: the
+    learning-rate and pruning schedules depend on the total number of epochs, so a longer run is a new run
+    (docs/reliability.md). Only the fields in :data:`RESUME_FREE` may differ."""
+    differences: dict[str, tuple[Any, Any]] = {}
+    for name, (had, same) in _run_values(cfg).items():
+        asked = getattr(s, name)
+        if asked is not None and not same(asked, had):
+            differences[name] = (had, asked)
+    return differences
+
+
+def _check_resume(run: R.Run, s: RunSettings, cfg: dict[str, Any]) -> None:
+    differences = resume_differences(s, cfg)
+    if differences:
+        listed = "; ".join(f"{'--from' if k == 'from_run' else '--' + k.replace('_', '-')}: the run has {had!r}, "
+                           f"asked {asked!r}" for k, (had, asked) in differences.items())
+        raise ResumeMismatchError(
+            f"cannot resume {run.path} with other options ({listed}). Resume with the run's own options (or "
+            "none), or start a new run with another --out", run=str(run.path), differences=differences)
+
+
 def _run_dir(s: RunSettings, cfg: dict[str, Any]) -> Path:
     if s.out:
         return Path(s.out)
@@ -186,6 +246,8 @@ def execute(s: RunSettings) -> dict[str, Any]:
 def _execute_unlocked(run: R.Run, cfg: dict[str, Any] | None, s: RunSettings, acc) -> dict[str, Any]:
     if run.exists():
         old = run.config()
+        if s.resume and old.get("kind") == s.kind and isinstance(old.get("resolved"), dict):
+            _check_resume(run, s, old["resolved"])
         if run.is_finished():
             if not s.resume:
                 raise RunError(f"run folder {run.path} holds a finished {old.get('kind')} run; "

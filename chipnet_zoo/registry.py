@@ -17,7 +17,12 @@ or ``_``, and holds no ``..`` or ``--``. A ``/`` inside an architecture or datas
 segment. ``pull("tv/resnet50/cifar10/flops-0.25")`` is accepted too (extra leading segments belong to
 the architecture).
 
-Only safetensors and JSON are ever read; every file is checked against the sha256 in the index.
+A local folder stores each file content-addressed next to that path (``flops-0.25.<sha256>.safetensors``)
+so that the atomic replacement of ``index.json`` is the single commit point of a push (see
+``_registry_local.LocalBackend``); the paths in the index are the same for both backends.
+
+Only safetensors and JSON are ever read; every file is checked against the sha256 in the index, and the
+index and mask contents against their schema (``chipnet_zoo/validation.py``, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -26,20 +31,27 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import constants
+from ._secrets import register_secret
 from .budget import BUDGET_KINDS, Budget
 from .errors import (
+    BudgetExceededError,
     EntryExistsError,
     EntryNotFoundError,
+    IndexFormatError,
     IntegrityError,
     InvalidKeyError,
+    MaskContentError,
     MaskFormatError,
+    OutputPathError,
 )
+from .validation import MAX_INDEX_BYTES, MAX_MASK_BYTES, check_index_document, check_index_row, load_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -52,7 +64,6 @@ BUILTIN_ZOO = Path(__file__).resolve().parent / "zoo"
 INDEX_FORMAT = "chipnet-zoo-registry"
 INDEX_VERSION = 1
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_KEY_LENGTH = 200
 
 Mutator = Callable[[dict[str, "RegistryEntry"]], tuple[dict[str, "RegistryEntry"], dict[str, bytes]]]
@@ -180,56 +191,46 @@ class RegistryEntry:
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "index.json") -> RegistryEntry:
-        """Parse and validate one index row; anything inconsistent is an :class:`IntegrityError`."""
+        """Parse and validate one index row; anything inconsistent is an :class:`IndexFormatError`."""
+        check_index_row(raw, where)  # types, ranges (chipnet_zoo/validation.py)
+        entry = cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+        def bad(field: str, problem: str) -> IndexFormatError:
+            return IndexFormatError(f"corrupt registry index {where}: entry {entry.key[:120]!r}: {problem}",
+                                    where=where, field=field)
+
         try:
-            if not isinstance(raw, dict):
-                raise TypeError("an entry must be a JSON object")
-            known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
-            entry = cls(**known)
             arch, dataset, budget = parse_key(entry.key)
-            if entry.key != make_key(arch, dataset, budget):
-                raise ValueError(f"key {entry.key!r} is not canonical")
-            if (entry.arch, entry.dataset, entry.budget_type) != (arch, dataset, budget.kind) or \
-                    float(entry.budget) != budget.value:
-                raise ValueError(f"fields do not match key {entry.key!r}")
-            if entry.path != mask_path(entry.key):
-                raise ValueError(f"path {entry.path!r} is not {mask_path(entry.key)!r}")
-            if not isinstance(entry.sha256, str) or not _SHA256.fullmatch(entry.sha256):
-                raise ValueError("sha256 must be 64 lowercase hex digits")
-            if not isinstance(entry.size, int) or entry.size < 0:
-                raise ValueError("size must be a non-negative integer")
-            if entry.weights is not None:
-                w = entry.weights
-                if not isinstance(w, dict) or w.get("kind") not in ("slim", "dense"):
-                    raise ValueError("weights must be an object with kind 'slim' or 'dense'")
-                if w.get("path") != weights_path(entry.key, w["kind"]):
-                    raise ValueError(f"weights path {w.get('path')!r} is not {weights_path(entry.key, w['kind'])!r}")
-                if not isinstance(w.get("sha256"), str) or not _SHA256.fullmatch(w["sha256"]):
-                    raise ValueError("weights sha256 must be 64 lowercase hex digits")
-            if not isinstance(entry.ratios, dict) or not isinstance(entry.metrics, dict):
-                raise ValueError("ratios and metrics must be objects")
-        except (TypeError, ValueError) as exc:  # InvalidKeyError is a ValueError
-            raise IntegrityError(f"corrupt registry index {where}: bad entry {str(raw)[:120]!r}: {exc}") from None
+        except InvalidKeyError as exc:
+            raise bad("key", str(exc)) from None
+        if entry.key != make_key(arch, dataset, budget):
+            raise bad("key", f"key {entry.key!r} is not canonical")
+        for name, expected in (("arch", arch), ("dataset", dataset), ("budget_type", budget.kind)):
+            if getattr(entry, name) != expected:
+                raise bad(name, f"{name} {getattr(entry, name)!r} does not match the key ({expected!r})")
+        if float(entry.budget) != budget.value:
+            raise bad("budget", f"budget {entry.budget!r} does not match the key ({budget.value:g})")
+        if entry.path != mask_path(entry.key):
+            raise bad("path", f"path {entry.path!r} is not {mask_path(entry.key)!r}")
+        if entry.weights is not None and entry.weights["path"] != weights_path(entry.key, entry.weights["kind"]):
+            raise bad("weights", f"weights path {entry.weights['path']!r} is not "
+                                 f"{weights_path(entry.key, entry.weights['kind'])!r}")
+        entry.ratios = {k: float(v) for k, v in entry.ratios.items()}
         return entry
 
 
 def parse_index(data: bytes, where: str) -> dict[str, RegistryEntry]:
-    """Parse ``index.json`` bytes into ``{key: entry}``; a corrupt index is an :class:`IntegrityError`."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"corrupt registry index {where}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT or not isinstance(doc.get("entries"), list):
-        raise IntegrityError(f"corrupt registry index {where}: expected an object with format "
-                             f"{INDEX_FORMAT!r} and an 'entries' list")
-    if not isinstance(doc.get("version"), int) or doc["version"] > INDEX_VERSION:
-        raise IntegrityError(f"registry index {where} has version {doc.get('version')!r}; this chipnet-zoo "
-                             f"reads version {INDEX_VERSION} - upgrade chipnet-zoo")
+    """Parse ``index.json`` bytes into ``{key: entry}``; anything malformed is an :class:`IndexFormatError`
+    naming the field (size and nesting depth are bounded before parsing)."""
+    doc = load_json(data, what=f"registry index {where}", max_bytes=MAX_INDEX_BYTES,
+                    error=lambda msg: IndexFormatError(f"corrupt {msg}", where=where))
+    rows = check_index_document(doc, where, fmt=INDEX_FORMAT, version=INDEX_VERSION)
     entries: dict[str, RegistryEntry] = {}
-    for raw in doc["entries"]:
+    for raw in rows:
         entry = RegistryEntry.from_dict(raw, where)
         if entry.key in entries:
-            raise IntegrityError(f"corrupt registry index {where}: duplicate key {entry.key!r}")
+            raise IndexFormatError(f"corrupt registry index {where}: duplicate key {entry.key!r}", where=where,
+                                   field="key")
         entries[entry.key] = entry
     return entries
 
@@ -241,11 +242,31 @@ def dump_index(entries: dict[str, RegistryEntry]) -> bytes:
 
 
 # --- the registry ----------------------------------------------------------------------------------
+def _not_found_hint(key: str, entries: Any) -> str:
+    """What the registry holds for the key's architecture: budgets per dataset."""
+    arch, dataset, _ = parse_key(key)
+    entries = list(entries)
+    by_dataset: dict[str, list[str]] = {}
+    for e in sorted(entries, key=lambda e: (e.dataset, e.budget_type, e.budget)):
+        if e.arch == arch:
+            by_dataset.setdefault(e.dataset, []).append(e.key.rsplit("/", 1)[1])
+    if dataset in by_dataset:
+        return f"budgets available for {arch} on {dataset}: {', '.join(by_dataset[dataset])}"
+    if by_dataset:
+        return f"{arch} has masks for datasets: " + "; ".join(
+            f"{d} ({', '.join(b)})" for d, b in sorted(by_dataset.items()))
+    n = len(entries)
+    return f"the registry holds {n} entr{'y' if n == 1 else 'ies'} and none for {arch}"
+
+
 def _mask_bytes(mask_or_path: Any) -> bytes:
     if isinstance(mask_or_path, (str, Path)):
         path = Path(mask_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"mask file not found: {path}")
+        if path.stat().st_size > MAX_MASK_BYTES:
+            raise MaskFormatError(f"{path} is not a mask file: {path.stat().st_size} bytes, more than the "
+                                  f"{MAX_MASK_BYTES} accepted")
         return path.read_bytes()
     if isinstance(mask_or_path, (bytes, bytearray, memoryview)):
         return bytes(mask_or_path)
@@ -279,6 +300,7 @@ class MaskRegistry:
 
     def __init__(self, location: str | os.PathLike | None = None, *, endpoint: str | None = None,
                  token: str | None = None, private: bool = False):
+        register_secret(token)  # never printed, whichever backend uses it (chipnet_zoo/_secrets.py)
         default = location is None
         self._default = default  # an unconfigured default registry falls back to the built-in zoo on pull
         loc = os.fspath(constants.CHIPNET_ZOO_REGISTRY if default else location)
@@ -339,19 +361,49 @@ class MaskRegistry:
         entries = self._backend.read_index()
         if key in entries:
             return entries[key], entries
-        arch, dataset, _ = parse_key(key)
-        same = [e.key.rsplit("/", 1)[1] for e in sorted(entries.values(), key=lambda e: (e.budget_type, e.budget))
-                if e.arch == arch and e.dataset == dataset]
-        if same:
-            hint = f"budgets available for {arch} on {dataset}: {', '.join(same)}"
-        else:
-            others = sorted({e.dataset for e in entries.values() if e.arch == arch})
-            hint = (f"{arch} has masks for datasets: {', '.join(others)}" if others else
-                    f"the registry holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} and none for {arch}")
-        raise EntryNotFoundError(f"no mask {key!r} in {self.location}; {hint}")
+        raise EntryNotFoundError(f"no mask {key!r} in {self.location}; {_not_found_hint(key, entries.values())}")
+
+    def _not_found_with_builtin(self, error: EntryNotFoundError, key: str | None, arch: str | None,
+                                dataset: str | None, budget: Budget | str | None) -> EntryNotFoundError:
+        """``error`` for the default registry, its hint also listing what the built-in zoo holds."""
+        if not self._default or not (BUILTIN_ZOO / INDEX_FILE).is_file() or key is None and not (
+                arch and dataset and budget):
+            return error
+        try:
+            wanted = canonical_key(key) if key is not None else make_key(
+                arch, dataset, budget.replace("-", ":", 1) if isinstance(budget, str) and ":" not in budget
+                else budget)
+            entries = {**MaskRegistry.builtin()._backend.read_index(), **self._backend.read_index()}
+        except (InvalidKeyError, IntegrityError):
+            return error
+        return EntryNotFoundError(f"no mask {wanted!r} in {self.location} or the built-in zoo; "
+                                  f"{_not_found_hint(wanted, entries.values())}")
 
     def entry(self, key: str) -> RegistryEntry:
         return self._resolve(key, None, None, None)[0]
+
+    #: How often a read re-resolves an entry whose file vanished because a concurrent push replaced it.
+    STALE_READ_ATTEMPTS = 8
+
+    def _read_entry(self, entry: RegistryEntry, weights: bool = False) -> tuple[RegistryEntry, bytes, bytes | None]:
+        """``(entry, mask bytes, weights bytes)`` of one consistent index version, sha256-verified. A file
+        missing because a concurrent overwrite collected it makes the read start over on the new index."""
+        key = entry.key
+        for attempt in range(self.STALE_READ_ATTEMPTS):
+            if attempt:
+                entry, _ = self._resolve(key, None, None, None)
+            try:
+                data = self._backend.read_file(entry.path, entry.sha256, entry.size)
+                w = entry.weights if weights else None
+                wdata = self._backend.read_file(w["path"], w["sha256"], w.get("size")) if w else None
+                return entry, data, wdata
+            except EntryNotFoundError:
+                # a concurrent push may have replaced the entry (its file collected), possibly back and forth
+                # (the same content re-pushed): re-read the index and try again, a few times
+                if attempt + 1 == self.STALE_READ_ATTEMPTS or not getattr(self._backend, "collects_garbage", False):
+                    raise
+                time.sleep(0.005 * 2 ** attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def pull_bytes(self, key: str | None = None, *, arch: str | None = None, dataset: str | None = None,
                    budget: Budget | str | None = None) -> bytes:
@@ -362,8 +414,8 @@ class MaskRegistry:
             try:
                 return self._builtin_fallback(exc).pull_bytes(key, arch=arch, dataset=dataset, budget=budget)
             except EntryNotFoundError:
-                raise exc from None
-        return self._backend.read_file(entry.path, entry.sha256, entry.size)
+                raise self._not_found_with_builtin(exc, key, arch, dataset, budget) from None
+        return self._read_entry(entry)[1]
 
     def pull(self, key: str | None = None, *, arch: str | None = None, dataset: str | None = None,
              budget: Budget | str | None = None) -> Mask:
@@ -377,6 +429,9 @@ class MaskRegistry:
         from ._registry_local import atomic_write
 
         out = Path(out)
+        if out.is_dir():
+            raise OutputPathError(f"--out {out} is a folder; give a file path, e.g. "
+                                  f"{out / (canonical_key(key).rsplit('/', 1)[1] + '.safetensors')}", path=str(out))
         atomic_write(out, self.pull_bytes(key))
         return out
 
@@ -396,12 +451,15 @@ class MaskRegistry:
             try:
                 return self._builtin_fallback(exc).pull_model(key, arch=arch, dataset=dataset, budget=budget)
             except EntryNotFoundError:
-                raise exc from None
+                raise self._not_found_with_builtin(exc, key, arch, dataset, budget) from None
         if not entry.weights:
             raise EntryNotFoundError(f"{entry.key} in {self.location} has no weights; push it with weights=")
-        mask = Mask.from_bytes(self._backend.read_file(entry.path, entry.sha256, entry.size))
+        entry, data, wdata = self._read_entry(entry, weights=True)
+        if wdata is None:
+            raise EntryNotFoundError(f"{entry.key} in {self.location} has no weights; push it with weights=")
+        mask = Mask.from_bytes(data)
         w = entry.weights
-        state = load(self._backend.read_file(w["path"], w["sha256"], w.get("size")))
+        state = load(wdata)
         num_classes = entry.num_classes or mask.metadata.get("num_classes")
         if not num_classes:
             raise MaskFormatError(f"{entry.key}: the mask records no num_classes, cannot rebuild the model")
@@ -418,6 +476,8 @@ class MaskRegistry:
     # --- writing ---------------------------------------------------------------------------------
     def _prepare(self, data: bytes, *, dataset: str | None, budget: Budget | str | None,
                  metrics: dict | None) -> tuple[Mask, bytes, RegistryEntry]:
+        """The mask as it will be stored: contents checked (chipnet_zoo/validation.py), ratios recomputed
+        from structure + kept channels (the true ones are recorded), the budget checked against them."""
         from .mask import Mask
 
         mask = Mask.from_bytes(data)
@@ -426,16 +486,24 @@ class MaskRegistry:
             updates["dataset"] = dataset
         if budget is not None:
             b = Budget.parse(budget)
-            achieved = mask.ratios.get(b.kind)
-            if achieved is not None and float(achieved) > b.value + 1e-9:
-                raise InvalidKeyError(f"the mask's {b.kind} ratio {float(achieved):.4g} exceeds budget {b}; "
-                                      "a budget is a ceiling")
             updates.update(budget_type=b.kind, budget=b.value)
         if metrics:
             updates["metrics"] = {**mask.metadata.get("metrics", {}), **metrics}
         if updates:
             mask = mask.with_metadata(**updates)
+        checked = mask.verified()
+        if updates or checked is not mask:
+            mask = checked
             data = mask.to_bytes()
+        b = mask.budget
+        if b is not None:
+            achieved = mask.ratios[b.kind]
+            if achieved > b.value + 1e-9:
+                key = make_key(mask.arch, str(mask.metadata.get("dataset") or "unknown"), b)
+                raise BudgetExceededError(
+                    f"the mask's true {b.kind} ratio {achieved:.4g} (recomputed from its kept channels) exceeds "
+                    f"budget {b}; a budget is a ceiling - refusing to publish it as {key}",
+                    key=key, kind=b.kind, ratio=achieved, budget=b.value)
         meta = mask.metadata
         for name in ("arch", "dataset", "budget_type", "budget"):
             if meta.get(name) in (None, ""):
@@ -523,6 +591,10 @@ class MaskRegistry:
         files: dict[str, bytes] = {}
         for e in src_entries.values():
             files[e.path] = src._backend.read_file(e.path, e.sha256, e.size)
+            if self._prepare(files[e.path], dataset=None, budget=None, metrics=None)[2].sha256 != e.sha256:
+                raise MaskContentError(f"{e.key} in {src.location}: its recorded ratios are not the ones recomputed "
+                                       "from its kept channels; push that mask file on its own to record the "
+                                       "true ones", field="ratios")
             if e.weights:
                 files[e.weights["path"]] = src._backend.read_file(e.weights["path"], e.weights["sha256"],
                                                                   e.weights.get("size"))

@@ -107,6 +107,8 @@ class FakeHub:
         self.stats: dict[str, int] = {"commits": 0, "commit_conflicts": 0, "lfs_uploads": 0}
         #: One-shot hook run (outside the store lock) when the next commit request arrives.
         self.before_commit: Callable[[], None] | None = None
+        #: Injected failures: ``(method, path substring, status, echo request headers, remaining count)``.
+        self.failures: list[list] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,6 +148,19 @@ class FakeHub:
             self.before_commit = None
             for key in self.stats:
                 self.stats[key] = 0
+
+    @contextlib.contextmanager
+    def failing(self, status: int, path_contains: str = "", method: str = "", echo_headers: bool = False,
+                times: int = 1_000_000) -> Iterator[None]:
+        """Within the block, requests whose path contains ``path_contains`` (and ``method``, if given) are
+        answered with ``status`` and a body naming it; ``echo_headers`` puts the request's headers in the
+        body, as some proxies and misconfigured servers do."""
+        rule = [method.upper(), path_contains, status, echo_headers, times]
+        self.failures.append(rule)
+        try:
+            yield
+        finally:
+            self.failures.remove(rule)
 
     @staticmethod
     def unique_repo_id(owner: str = "acme", prefix: str = "repo") -> str:
@@ -286,6 +301,14 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.fake.requests.append((self.command, url.path))
         query = parse_qs(url.query)
+        for rule in list(self.fake.failures):
+            method, part, status, echo, times = rule
+            if times > 0 and part in url.path and method in ("", self.command):
+                rule[4] -= 1
+                self._body()
+                echoed = "; ".join(f"{k}: {v}" for k, v in self.headers.items()) if echo else ""
+                body = f"fake hub: injected {status} for {self.command} {self.path}. {echoed}".strip()
+                return self._send(status, body.encode(), {"X-Error-Message": body}, ctype="text/plain")
         try:
             self._route(url.path, query)
         except _HTTPError as err:

@@ -6,13 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from chipnet_zoo.mask import Mask
 
 
 def test_demo_quick(tmp_path):
     home = tmp_path / "home"
-    env = {**os.environ, "CHIPNET_ZOO_HOME": str(home), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout's chipnet_zoo, not an installed one
+    env = {**os.environ, "CHIPNET_ZOO_HOME": str(home), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+           "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("CHIPNET_ZOO_REGISTRY", None)
     proc = subprocess.run([sys.executable, "-m", "chipnet_zoo", "demo", "--quick", "--out", str(tmp_path / "demo")],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -28,11 +31,14 @@ def test_demo_quick(tmp_path):
         assert 0.0 <= r["test_accuracy"] <= 1.0
         if r["method"] != "dense":
             assert r["ratios"]["flops"] <= 0.125 + 1e-12
-    # the teacher mask went through the default registry (under CHIPNET_ZOO_HOME) and was pulled by key
-    index = json.loads((home / "registry" / "index.json").read_text())
+    # the teacher mask went through the demo's own registry (inside --out) and was pulled by key;
+    # the default registry is never created, so the shipped zoo stays what MaskRegistry() pulls
+    index = json.loads((tmp_path / "demo" / "registry" / "index.json").read_text())
     keys = [e["key"] for e in index["entries"]]
     assert keys == ["resnet8/animal-mnist/flops-0.125"]
+    assert not (home / "registry").exists()
     assert "pushed and pulled resnet8/animal-mnist/flops-0.125" in proc.stderr
+    assert f"teacher masks in the registry {tmp_path / 'demo' / 'registry'}" in proc.stderr
     transferred = next(r for r in rows if r["method"] == "transfer-scratch")
     student_mask = Mask.load(os.path.join(transferred["run_dir"], "mask.safetensors"))
     assert student_mask.metadata["method"] == "transfer:resnet8/animal-mnist/flops-0.125"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import torch
 
 from chipnet_zoo import constants
 from chipnet_zoo.errors import (
+    BudgetExceededError,
     EntryExistsError,
     EntryNotFoundError,
     IntegrityError,
@@ -26,23 +28,43 @@ from chipnet_zoo.registry import MaskRegistry, canonical_key, decode_name, encod
 
 pytestmark = pytest.mark.hub
 TOKEN = os.environ["HF_TOKEN"]
-GROUPS = {"conv1": 4, "layer1.0.conv1": 6, "layer2.0.conv1": 8}
+
+
+@functools.cache
+def _graph_and_cost(arch: str):
+    from chipnet_zoo.cost import CostModel
+    from chipnet_zoo.groups import build_channel_graph
+    from chipnet_zoo.models import create_model
+
+    graph = build_channel_graph(create_model(arch, num_classes=10, in_chans=3), torch.zeros(1, 3, 32, 32))
+    return graph, CostModel(graph)
 
 
 def make_mask(budget: float = 0.25, arch: str = "resnet8", dataset: str | None = "cifar10", seed: int = 0,
               acc: float = 0.8) -> Mask:
-    """A synthetic mask in the real file format (no model needed)."""
+    """A mask in the real file format with random scores, thresholded at ``budget`` on the real architecture
+    (its stated ratios are the true ones, as a push checks)."""
+    from chipnet_zoo.budget import Budget
+    from chipnet_zoo.threshold import threshold_scores
+
+    graph, cost = _graph_and_cost(arch)
     g = torch.Generator().manual_seed(seed)
-    keep = {n: torch.rand(c, generator=g) < 0.6 for n, c in GROUPS.items()}
-    for v in keep.values():
-        v[0] = True  # every group keeps a channel
-    scores = {n: torch.rand(c, generator=g) for n, c in GROUPS.items()}
+    scores = torch.rand(graph.num_channels, generator=g)
+    keep = threshold_scores(scores, cost, Budget("flops", budget))
     meta = {"arch": arch, "budget_type": "flops", "budget": budget, "method": "chipnet",
-            "ratios": {"channels": 0.5, "volume": 0.4, "params": 0.3, "flops": budget - 0.004},
-            "metrics": {"hard_val_accuracy": acc}, "num_classes": 10, "input_size": [3, 32, 32]}
+            "ratios": cost.hard_ratios(keep), "metrics": {"hard_val_accuracy": acc}, "num_classes": 10,
+            "input_size": [3, 32, 32]}
     if dataset:
         meta["dataset"] = dataset
-    return Mask(keep, scores, meta)
+    return Mask({gr.name: keep[gr.indices] for gr in graph.groups},
+                {gr.name: scores[gr.indices] for gr in graph.groups}, meta)
+
+
+def stored_file(root: Path, rel: str) -> Path:
+    """The one file a local registry stores for ``rel`` (content-addressed: ``<stem>.<sha256>.safetensors``)."""
+    p = Path(rel)
+    (found,) = (root / p.parent).glob(f"{p.stem}.*{p.suffix}")
+    return found
 
 
 def write_mask(path: Path, **kwargs) -> tuple[Path, bytes]:
@@ -119,7 +141,8 @@ def test_push_list_pull_round_trip(location, tmp_path):
     assert len(fresh.list(dataset="cifar10", budget_type="flops")) == 2
     assert fresh.list(budget_type="params") == []
     listed = fresh.entry("resnet8/cifar10/flops-0.25")
-    assert listed.ratios["flops"] == pytest.approx(0.246) and listed.metrics == {"hard_val_accuracy": 0.8}
+    assert listed.ratios == Mask.from_bytes(data).true_ratios() and listed.ratios["flops"] <= 0.25
+    assert listed.metrics == {"hard_val_accuracy": 0.8}
     assert fresh.pull_bytes("resnet8/cifar10/flops-0.25") == data  # identical bytes
     assert fresh.pull(arch="resnet8", dataset="cifar10", budget="flops:0.25") == Mask.from_bytes(data)
     assert fresh.pull("tv/resnet50/cifar100/flops-0.5").arch == "tv/resnet50"
@@ -139,7 +162,7 @@ def test_push_overrides_and_conflicts(location):
     assert entry.key == "resnet8/mnist5k/flops-0.4"
     pulled = reg.pull(entry.key)
     assert pulled.metadata["dataset"] == "mnist5k" and pulled.metadata["budget"] == 0.4
-    with pytest.raises(InvalidKeyError, match="exceeds budget"):
+    with pytest.raises(BudgetExceededError, match="exceeds budget"):
         reg.push(make_mask(budget=0.3), budget="flops:0.1")
     same = reg.pull_bytes(entry.key)
     assert reg.push(same).sha256 == entry.sha256  # re-pushing identical bytes is a no-op
@@ -257,7 +280,7 @@ def test_hub_tampered_file_refused_and_evicted(fake_hub, hub_repo, fresh_hf_cach
     assert reg.pull_bytes("resnet8/cifar10/flops-0.25") == data
     # bytes changed inside the local cache are refused too (and evicted, then re-downloaded)
     blob = next(p for p in Path(fresh_hf_cache).rglob("*") if p.is_file() and p.read_bytes() == data)
-    blob.write_bytes(data[:-1] + b"\x01")
+    blob.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(IntegrityError):
         MaskRegistry(f"hf://{hub_repo}").pull("resnet8/cifar10/flops-0.25")
     assert MaskRegistry(f"hf://{hub_repo}").pull_bytes("resnet8/cifar10/flops-0.25") == data
@@ -304,13 +327,13 @@ def test_local_tamper_corrupt_and_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "CHIPNET_ZOO_REGISTRY", str(tmp_path / "default"))
     assert MaskRegistry().list() == []  # the default registry may not exist yet
     assert MaskRegistry().push(make_mask(0.25)).key == "resnet8/cifar10/flops-0.25"
-    assert (tmp_path / "default" / "masks/resnet8/cifar10/flops-0.25.safetensors").is_file()
+    assert stored_file(tmp_path / "default", "masks/resnet8/cifar10/flops-0.25.safetensors").is_file()
 
     reg = MaskRegistry(root)
     path, data = write_mask(tmp_path / "m.safetensors", budget=0.25)
     reg.push(path)
     assert sorted(p.name for p in root.iterdir()) == [".index.json.lock", "index.json", "masks"]
-    stored = root / "masks/resnet8/cifar10/flops-0.25.safetensors"
+    stored = stored_file(root, "masks/resnet8/cifar10/flops-0.25.safetensors")
     stored.write_bytes(data.replace(b"chipnet", b"chipnot", 1))
     out = tmp_path / "out.safetensors"
     with pytest.raises(IntegrityError, match="does not match the index"):
@@ -377,7 +400,7 @@ def test_eight_concurrent_pushes(backend, tmp_path, hub_repo, fresh_hf_cache, fa
         readme = files["README.md"].decode()
         assert all(f"`{k}`" in readme for k in expected)
     else:
-        assert all((tmp_path / "zoo" / f"masks/{k}.safetensors").is_file() for k in expected)
+        assert all(stored_file(tmp_path / "zoo", f"masks/{k}.safetensors").is_file() for k in expected)
 
 
 # --- publishing a local zoo and the CLI -----------------------------------------------------------------

@@ -45,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ChipNetZooError, FileNotFoundError, ValueError) as exc:
+    except (ChipNetZooError, OSError, ValueError) as exc:  # OSError: disk full, permissions, ...
+        from .._secrets import scrub
+
         if constants.CHIPNET_DEBUG:
             traceback.print_exc()
-        print(f"chipnet-zoo {args.command}: error: {exc}", file=sys.stderr)
+        message = scrub(exc if not isinstance(exc, OSError) or isinstance(exc, ChipNetZooError)
+                        or not exc.strerror else f"{exc.strerror}: {exc.filename or ''}".rstrip(": "))
+        print(f"chipnet-zoo {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         if not constants.CHIPNET_DEBUG:
             print("(set CHIPNET_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1

@@ -56,8 +56,9 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
                    if kind != "finetune" else "dense-shaped weights to slim (default: random init = from scratch)")
     if kind == "finetune":
         p.add_argument("--mask", metavar="FILE", help="a mask file (instead of --from PRUNE_RUN)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out "
-                                                         "(a finished run is reported, not redone)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (a finished run "
+                                                         "is reported, not redone); other options, if given, must "
+                                                         "be the run's own (--epochs included)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -13,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DatasetError
+from .._secrets import scrub
+from ..errors import DatasetError, UnknownDatasetError
 from . import hf
 from .named import ARRAY_LOADERS, NAMED_DATASETS, DatasetSpec, list_datasets
 
@@ -227,7 +230,27 @@ def _unknown(name: str, tried: list[str], cause: BaseException | None = None) ->
            "imagefolder directory, parquet files (a file, glob or directory) or a save_to_disk directory.")
     if cause is not None:
         msg += f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
-    return DatasetError(msg)
+    return DatasetError(scrub(msg))  # the endpoint may carry user:password, the cause a token
+
+
+_HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def _check_hub_name(name: str) -> None:
+    """Refuse, before any network call, a name that cannot be a Hub dataset id, or one without an owner that
+    is a near miss of a named dataset (``mnist6k`` -> did you mean ``mnist5k``?)."""
+    parts = name.split("/")
+    valid = len(parts) <= 2 and all(_HUB_PART.fullmatch(p) and ".." not in p and "--" not in p for p in parts)
+    close = difflib.get_close_matches(name.lower(), list_datasets(), n=3, cutoff=0.75) if len(parts) == 1 else []
+    if valid and not close:
+        return
+    hint = f" - did you mean {' or '.join(close)}?" if close else ""
+    why = ("it is not a named dataset and not a local path" if valid else
+           "it is not a named dataset, not a local path and not a Hub dataset id (owner/name)")
+    raise UnknownDatasetError(
+        f"unknown dataset {name!r}: {why}{hint} Named datasets: {', '.join(list_datasets())}. Other inputs: a Hub "
+        "dataset id (owner/name), an imagefolder directory, parquet files or a save_to_disk directory.",
+        name=name, suggestions=close)
 
 
 def _open(name: str, spec: DatasetSpec | None, config: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -243,16 +266,17 @@ def _open(name: str, spec: DatasetSpec | None, config: str | None) -> tuple[dict
                 splits, cfg = hf.load_hub(spec.repo_id, config=None), None
             return splits, {"kind": "hub", "repo_id": spec.repo_id, "config": cfg}
         except Exception as e:  # noqa: BLE001
-            raise DatasetError(
+            raise DatasetError(scrub(
                 f"could not load the named dataset {name!r} from the Hub id {spec.repo_id!r} (config {cfg!r}): "
                 f"{type(e).__name__}: {e}. It needs the network or a cached copy; the offline named datasets "
                 f"are mnist5k and animal-mnist."
-            ) from e
+            )) from e
     if hf.looks_like_path(name):
         if not os.path.exists(os.path.expanduser(name)) and not (set("*?[") & set(name)):
             raise _unknown(name, ["named datasets", f"the local path {os.path.abspath(os.path.expanduser(name))} "
                                   "(it does not exist)"])
         return hf.load_local(name, config=config)
+    _check_hub_name(name)  # a typo or a name the Hub cannot hold fails here, before any network call
     import huggingface_hub.constants as hfc
 
     try:

@@ -68,7 +68,9 @@ def load_local(path_str: str, *, config: str | None = None) -> tuple[dict[str, A
             if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
                 info["kind"] = "save_to_disk"
                 return _as_dict(datasets.load_from_disk(str(path))), info
-            files = [p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)]
+            # hidden files and folders *inside* the dataset are skipped; the path leading to it may be hidden
+            files = [p for p in path.rglob("*")
+                     if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)]
             if any(p.suffix == ".parquet" for p in files):
                 info["kind"] = "parquet"
                 return _as_dict(datasets.load_dataset(str(path), data_dir=config)), info
