@@ -39,25 +39,29 @@ RESULTS = Path(__file__).parent / "results" / "allocation.jsonl"
 
 #: Variants of the pruning phase: (constructor kwargs, fit kwargs, description).
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
-    "default": ({}, {}, "the package defaults"),
-    "authors": ({"group_normalize": False}, {"harden": 0.0, "crispness_weight": 10.0},
+    "default": ({}, {}, "the package defaults (since this study: a width floor of the whole budget, floor=1.0)"),
+    "nofloor": ({"floor": 0.0}, {}, "the defaults before this study: no width floor"),
+    "ufloor50-aware": ({"floor": 0.5}, {"floor_aware": True}, "ufloor50 with the floor-aware soft budget"),
+    "ufloor75-aware": ({"floor": 0.75}, {"floor_aware": True}, "ufloor75 with the floor-aware soft budget"),
+    "ufloor100-aware": ({"floor": 1.0}, {"floor_aware": True}, "ufloor100 with the floor-aware soft budget"),
+    "authors": ({"group_normalize": False, "floor": 0.0}, {"harden": 0.0, "crispness_weight": 10.0},
                 "the authors' phase: raw gates, no hardening, crispness weight 10"),
-    "uniform": ({}, {"budget_grad_power": 0.0}, "budget gradient normalised by each channel's cost"),
-    "sqrt": ({}, {"budget_grad_power": 0.5}, "budget gradient ∝ sqrt(cost)"),
-    "floor": ({"min_keep": 0.25}, {}, "every group keeps ≥ 25 % of its channels"),
-    "uniform-floor": ({"min_keep": 0.25}, {"budget_grad_power": 0.0}, "uniform + floor 25 %"),
-    "floor125": ({"min_keep": 0.125}, {}, "every group keeps ≥ 12.5 % of its channels"),
-    "uniform-floor125": ({"min_keep": 0.125}, {"budget_grad_power": 0.0}, "uniform + floor 12.5 %"),
-    "long": ({}, {"epochs_factor": 4}, "a 4× longer phase"),
-    "uniform-long": ({}, {"epochs_factor": 4, "budget_grad_power": 0.0}, "uniform, 4× longer phase"),
-    "linear": ({}, {"soft_count": "linear"}, "the soft budget counts z itself (a half-open channel costs half)"),
-    "linear-uniform": ({}, {"soft_count": "linear", "budget_grad_power": 0.0}, "linear count + uniform gradient"),
-    "linear-floor": ({"min_keep": 0.25}, {"soft_count": "linear"}, "linear count + floor 25 %"),
-    "harden60": ({}, {"harden": 0.6}, "hardening over the last 60 % of the phase"),
-    "sqrt-floor125": ({"min_keep": 0.125}, {"budget_grad_power": 0.5}, "sqrt gradient + floor 12.5 %"),
-    "sqrt-harden60": ({}, {"budget_grad_power": 0.5, "harden": 0.6}, "sqrt gradient + hardening 60 %"),
-    "floor-harden60": ({"min_keep": 0.25}, {"harden": 0.6}, "floor 25 % + hardening 60 %"),
-    "sqrt-floor125-harden60": ({"min_keep": 0.125}, {"budget_grad_power": 0.5, "harden": 0.6},
+    "uniform": ({"floor": 0.0}, {"budget_grad_power": 0.0}, "budget gradient normalised by each channel's cost"),
+    "sqrt": ({"floor": 0.0}, {"budget_grad_power": 0.5}, "budget gradient ∝ sqrt(cost)"),
+    "floor": ({"min_keep": 0.25, "floor": 0.0}, {}, "every group keeps ≥ 25 % of its channels"),
+    "uniform-floor": ({"min_keep": 0.25, "floor": 0.0}, {"budget_grad_power": 0.0}, "uniform + floor 25 %"),
+    "floor125": ({"min_keep": 0.125, "floor": 0.0}, {}, "every group keeps ≥ 12.5 % of its channels"),
+    "uniform-floor125": ({"min_keep": 0.125, "floor": 0.0}, {"budget_grad_power": 0.0}, "uniform + floor 12.5 %"),
+    "long": ({"floor": 0.0}, {"epochs_factor": 4}, "a 4× longer phase"),
+    "uniform-long": ({"floor": 0.0}, {"epochs_factor": 4, "budget_grad_power": 0.0}, "uniform, 4× longer phase"),
+    "linear": ({"floor": 0.0}, {"soft_count": "linear"}, "the soft budget counts z itself (a half-open channel costs half)"),
+    "linear-uniform": ({"floor": 0.0}, {"soft_count": "linear", "budget_grad_power": 0.0}, "linear count + uniform gradient"),
+    "linear-floor": ({"min_keep": 0.25, "floor": 0.0}, {"soft_count": "linear"}, "linear count + floor 25 %"),
+    "harden60": ({"floor": 0.0}, {"harden": 0.6}, "hardening over the last 60 % of the phase"),
+    "sqrt-floor125": ({"min_keep": 0.125, "floor": 0.0}, {"budget_grad_power": 0.5}, "sqrt gradient + floor 12.5 %"),
+    "sqrt-harden60": ({"floor": 0.0}, {"budget_grad_power": 0.5, "harden": 0.6}, "sqrt gradient + hardening 60 %"),
+    "floor-harden60": ({"min_keep": 0.25, "floor": 0.0}, {"harden": 0.6}, "floor 25 % + hardening 60 %"),
+    "sqrt-floor125-harden60": ({"min_keep": 0.125, "floor": 0.0}, {"budget_grad_power": 0.5, "harden": 0.6},
                                "sqrt gradient + floor 12.5 % + hardening 60 %"),
     "ufloor50": ({"floor": 0.5}, {}, "a uniform skeleton spending half the budget, the rest by score"),
     "ufloor75": ({"floor": 0.75}, {}, "a uniform skeleton spending 3/4 of the budget"),
@@ -65,11 +69,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "ufloor25": ({"floor": 0.25}, {}, "a uniform skeleton spending a quarter of the budget"),
     "sqrt-ufloor50": ({"floor": 0.5}, {"budget_grad_power": 0.5}, "sqrt gradient + uniform floor 50 %"),
     "ufloor50-harden60": ({"floor": 0.5}, {"harden": 0.6}, "uniform floor 50 % + hardening 60 %"),
-    "refgrad": ({}, {"budget_grad_at": "uniform"}, "marginal costs taken at the uniformly thinned model"),
+    "refgrad": ({"floor": 0.0}, {"budget_grad_at": "uniform"}, "marginal costs taken at the uniformly thinned model"),
     "refgrad-ufloor50": ({"floor": 0.5}, {"budget_grad_at": "uniform"}, "refgrad + uniform floor 50 %"),
-    "refgrad-sqrt": ({}, {"budget_grad_at": "uniform", "budget_grad_power": 0.5}, "refgrad, ∝ sqrt(cost)"),
-    "noharden": ({}, {"harden": 0.0}, "defaults without hardening"),
-    "wb10": ({}, {"budget_weight": 10.0}, "budget weight 10"),
+    "refgrad-sqrt": ({"floor": 0.0}, {"budget_grad_at": "uniform", "budget_grad_power": 0.5}, "refgrad, ∝ sqrt(cost)"),
+    "noharden": ({"floor": 0.0}, {"harden": 0.0}, "defaults without hardening"),
+    "wb10": ({"floor": 0.0}, {"budget_weight": 10.0}, "budget weight 10"),
 }
 
 
@@ -147,6 +151,7 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
     train(rnd_model, prune_loaders.train, epochs, 1e-3, optimizer="adamw")
     rnd_val, rnd_test = evaluate_accuracy(rnd_model, loaders.val), evaluate_accuracy(rnd_model, loaders.test)
     row = {
+        "random_plain": not ctor.get("floor", 0.0) and not ctor.get("min_keep", 0.0),
         "variant": variant, "budget": budget, "dataset": dataset, "seed": seed, "max_samples": args.max_samples,
         "dense_epochs": args.dense_epochs, "prune_epochs": epochs, "finetune_epochs": args.finetune_epochs,
         "steps": epochs * len(prune_loaders.train), "dense_test": dense_test,
@@ -173,12 +178,26 @@ def network_order(row: dict[str, Any]) -> list[int]:
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    """Mean over seeds per (dataset, budget, variant); allocation of the first seed."""
-    keys = sorted({(r["dataset"], r["budget"], r["variant"], r["prune_epochs"]) for r in rows},
-                  key=lambda k: (k[0], -float(k[1].split(":")[1]), list(VARIANTS).index(k[2]) if k[2] in VARIANTS
-                                 else 99, k[3]))
-    out = ["| dataset | budget | variant | seeds | kept per group (seed 0) | hard test before FT | "
-           "random, same steps | ChipNet − random (paired) | after FT: ChipNet | after FT: random |",
+    """Mean ± std over seeds per (dataset, budget, variant); allocation of the lowest seed; the paired
+    difference to the plain random mask (no floor) of the same seed after the same fine-tuning."""
+    from chipnet_zoo.experiment import paired_interval
+
+    def key(r):
+        return r["dataset"], r["budget"], r["variant"], r["prune_epochs"]
+
+    def plain_random(r) -> bool:  # rows whose random mask had no floor
+        return bool(r.get("random_plain"))
+
+    runs: dict[tuple[str, str, int], list[float]] = {}
+    for r in rows:  # every fine-tuned plain random mask of a (dataset, budget, seed); averaged (FT noise)
+        if plain_random(r) and "random_ft_test" in r:
+            runs.setdefault((r["dataset"], r["budget"], r["seed"]), []).append(r["random_ft_test"])
+    plain = {k: statistics.mean(v) for k, v in runs.items()}
+    keys = sorted({key(r) for r in rows}, key=lambda k: (
+        k[0], -float(k[1].split(":")[1]), list(VARIANTS).index(k[2]) if k[2] in VARIANTS else 99, k[3]))
+    out = ["| dataset | budget | variant | seeds | kept per group (first seed) | before FT: ChipNet hard mask | "
+           "before FT: random mask, same steps¹ | after FT: ChipNet | after FT: random¹ | "
+           "after FT: ChipNet − plain random (paired, 95 % CI) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(values: list[float]) -> str:
@@ -187,16 +206,26 @@ def report(rows: list[dict[str, Any]]) -> str:
             return f"{values[0]:.1f}"
         return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
-    for key in keys:
-        group = sorted((r for r in rows if (r["dataset"], r["budget"], r["variant"], r["prune_epochs"]) == key),
-                       key=lambda r: r["seed"])
-        diff = [a["hard_test"] - a["random_same_steps_test"] for a in group]
-        ft = ms([r["chipnet_ft_test"] for r in group]) if all("chipnet_ft_test" in r for r in group) else "–"
-        rft = ms([r["random_ft_test"] for r in group]) if all("random_ft_test" in r for r in group) else "–"
-        out.append(f"| {key[0]} | {key[1]} | {key[2]}{' (' + str(key[3]) + ' ep)' if key[2].endswith('long') else ''}"
-                   f" | {len(group)} | {', '.join(map(str, network_order(group[0])))} | "
+    for k in keys:
+        group = sorted((r for r in rows if key(r) == k), key=lambda r: r["seed"])
+        group = list({r["seed"]: r for r in group}.values())  # the latest row of each seed
+        ft = [r for r in group if "chipnet_ft_test" in r]
+        diffs = [r["chipnet_ft_test"] - plain[(r["dataset"], r["budget"], r["seed"])] for r in ft
+                 if (r["dataset"], r["budget"], r["seed"]) in plain]
+        if len(diffs) > 1:
+            mean, low, high = paired_interval(diffs)
+            paired = f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] (n={len(diffs)})"
+        else:
+            paired = f"{100 * diffs[0]:+.1f} (n=1)" if diffs else "–"
+        label = k[2] + (f" ({k[3]} ep)" if k[2].endswith("long") else "")
+        out.append(f"| {k[0]} | {k[1]} | {label} | {len(group)} | {', '.join(map(str, network_order(group[0])))} | "
                    f"{ms([r['hard_test'] for r in group])} | {ms([r['random_same_steps_test'] for r in group])} | "
-                   f"{ms(diff)} | {ft} | {rft} |")
+                   f"{ms([r['chipnet_ft_test'] for r in ft]) if ft else '–'} | "
+                   f"{ms([r['random_ft_test'] for r in ft]) if ft else '–'} | {paired} |")
+    out.append("")
+    out.append("¹ with the same width floor as ChipNet's mask, except in the `nofloor`-like rows (no floor) and the "
+               "`ufloor100-aware` rows, whose random mask had no floor. The paired column always compares with a "
+               "plain random mask (no floor) of the same seed, averaged over the fine-tuning runs of that mask.")
     return "\n".join(out)
 
 

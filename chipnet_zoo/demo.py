@@ -84,7 +84,7 @@ def run_demo(quick: bool = False, out: str | Path | None = None, registry: Any =
     settings = (f"settings: {cfg.arch}; teacher {TEACHER} ({p['max_samples'][TEACHER]} training images), "
                 f"student {STUDENT} ({p['max_samples'][STUDENT]} training images); epochs train/prune/finetune "
                 f"{p['epochs']['train']}/{p['epochs']['prune']}/{p['epochs']['finetune']} (recipe 'cpu'); "
-                f"FLOPs budgets {', '.join(format(b, 'g') for b in cfg.budgets)}; seed 0; "
+                f"budgets {', '.join(str(b) for b in cfg.budgets)}; seed 0; "
                 f"methods {', '.join(METHODS)}; registry {reg.location}")
     print(f"chipnet-zoo demo{' --quick' if quick else ''}\n{settings}\nwrites: run folders, table and plot in "
           f"{out.resolve()}; teacher masks in the registry {reg.location}", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from .evaluation import evaluate_accuracy
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph
 from .mask import Mask
-from .threshold import check_min_keep, check_round_to, smallest_mask, threshold_scores
+from .threshold import check_min_keep, check_round_to, floor_fraction, smallest_mask, threshold_scores
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
@@ -37,6 +37,13 @@ DEFAULT_HARDEN = 0.3
 #: images the gates then end far from 0/1 (27 % crisp in the small-data benchmark) while 100 gives
 #: 96 % with the same hard-mask accuracy (docs/benchmarks.md). The ``paper`` recipes keep 10.
 DEFAULT_CRISPNESS_WEIGHT = 100.0
+#: Default width floor (``ChipNetPruner(floor=...)``): the share of the budget first spent on a uniformly
+#: thinned skeleton, every group at the same width; the gates then pick *which* channels each group keeps
+#: and where the rest of the budget goes. Without it (``0``, the authors' allocation) a tight FLOPs budget
+#: empties the high-resolution groups down to one channel and, fine-tuned, loses 13-17 points to a random
+#: mask; with 1.0 it is 1.4-3.7 points above random at FLOPs 0.125-0.03125 (3 seeds, intervals include 0;
+#: docs/benchmarks.md, "Where the channels go"). The ``paper`` recipes keep 0.
+DEFAULT_FLOOR = 1.0
 #: How often (in steps) the hardening target is re-thresholded from the current gates.
 HARDEN_REFRESH_STEPS = 8
 #: A gate counts as crisp when |z − z̃| is below this.
@@ -94,7 +101,8 @@ class ChipNetPruner:
             thinned model that spends this share of the budget (:func:`~chipnet_zoo.threshold.floor_fraction`);
             the rest of the budget goes by the gates. Without it, a tight FLOPs budget empties the
             high-resolution groups first and the network runs through a 1-channel stem
-            (docs/benchmarks.md, "Where the channels go"). ``0`` is the authors' allocation.
+            (docs/benchmarks.md, "Where the channels go"). Default :data:`DEFAULT_FLOOR`; ``0`` is the
+            authors' allocation.
 
     Example:
         >>> import torch, chipnet_zoo as cz
@@ -107,7 +115,8 @@ class ChipNetPruner:
     def __init__(self, model: nn.Module, budget: Budget | str, *, example_input: torch.Tensor,
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
-                 group_normalize: bool = True, round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0):
+                 group_normalize: bool = True, round_to: int = 1, min_keep: float = 0.0,
+                 floor: float = DEFAULT_FLOOR):
         self.budget = Budget.parse(budget)
         self.round_to = check_round_to(round_to)
         self.min_keep = check_min_keep(min_keep)
@@ -125,6 +134,10 @@ class ChipNetPruner:
         if smallest > self.budget.value + 1e-12:
             raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to, self.min_keep)
         device = next(model.parameters()).device
+        # how many channels of each group the width floor keeps (the soft budget counts them as kept)
+        floor_keep = smallest_mask(torch.zeros(self.graph.num_channels), self.cost, self.round_to,
+                                   max(self.min_keep, floor_fraction(self.cost, self.budget, self.floor, self.round_to)))
+        self._floor_counts = torch.tensor([int(floor_keep[g.indices].sum()) for g in self.graph.groups])
         self.gates = ChipNetGates(self.graph, init_scale, self.schedule, group_normalize).to(device)
         attach_gates(model, self.gates, self.graph)
         self.epoch = 0
@@ -143,8 +156,22 @@ class ChipNetPruner:
     def soft_ratio(self) -> float:
         """Soft ratio R̂ of the budget's kind at the current gates and steepness."""
         with torch.no_grad():
-            keep = soft_keep(self.gates.z(), self.gates.steepness)
-            return float(self.cost.ratio(self.budget.kind, keep))
+            return float(self.cost.ratio(self.budget.kind, self.soft_keep(self.gates.z())))
+
+    def soft_keep(self, z: torch.Tensor, linear: bool = False, floor_aware: bool = False) -> torch.Tensor:
+        """The differentiable keep value of every channel: ``σ(s·(z − 0.5))`` (or ``z`` with ``linear``).
+        ``floor_aware``: each group's soft count is held at or above the width floor's count (a group whose
+        soft count falls below it is scaled up to it), so the budget loss presses on a group only while it
+        holds more than the floor keeps anyway.
+        """
+        keep = z if linear else soft_keep(z, self.gates.steepness)
+        if not floor_aware or int(self._floor_counts.max()) <= 1:
+            return keep
+        group_id = self.gates.group_id
+        floor = self._floor_counts.to(keep)
+        count = keep.new_zeros(floor.numel()).index_add(0, group_id, keep)
+        scale = torch.where(count < floor, floor / count.clamp_min(1e-12), torch.ones_like(count))
+        return keep * scale[group_id]
 
     def hard_keep(self, budget: Budget | str | None = None) -> torch.Tensor:
         """Boolean keep vector from the current gates, thresholded at ``budget`` (default: the pruner's)."""
@@ -178,7 +205,7 @@ class ChipNetPruner:
             weight_decay: float = 1e-3, psi_lr: float | None = None, budget_weight: float = 30.0,
             crispness_weight: float | None = None, harden: float = DEFAULT_HARDEN,
             budget_grad_power: float = 1.0, budget_grad_at: str = "current", soft_count: str = "sigmoid",
-            accelerator=None,
+            floor_aware: bool = False, accelerator=None,
             callback: Callable[[dict[str, Any], ChipNetPruner], None] | None = None,
             progress: bool = True) -> list[dict[str, Any]]:
         """Run the pruning phase: minimise CE + w_b·(R̂ − V)² + w_c·crispness jointly over weights and ψ.
@@ -193,7 +220,8 @@ class ChipNetPruner:
         in docs/benchmarks.md; the defaults are the authors' form): the budget gradient of each channel
         ∝ its marginal cost ``** budget_grad_power`` (0 = the same push for every channel), the marginal
         cost taken at the current gates or once at the uniformly thinned model (``"uniform"``, see
-        :func:`uniform_marginal_cost`), and the soft count ``σ(s·(z − 0.5))`` or ``z`` itself (``"linear"``).
+        :func:`uniform_marginal_cost`), the soft count ``σ(s·(z − 0.5))`` or ``z`` itself (``"linear"``), and
+        with ``floor_aware`` a soft count held at the width floor (:meth:`soft_keep`).
         Resumes from :meth:`load_state_dict` state when given. Returns the per-epoch history.
         """
         # optimizer steps per epoch on each rank (a prepared loader is split across processes)
@@ -213,7 +241,7 @@ class ChipNetPruner:
         self._hparams = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "psi_lr": psi_lr,
                          "budget_weight": budget_weight, "crispness_weight": crispness_weight, "harden": harden,
                          "group_normalize": self.gates.group_normalize, "budget_grad_power": budget_grad_power,
-                         "budget_grad_at": budget_grad_at, "soft_count": soft_count,
+                         "budget_grad_at": budget_grad_at, "soft_count": soft_count, "floor_aware": floor_aware,
                          "steps_per_epoch": steps_per_epoch, "psi_travel": self.psi_travel}
         psi = self.gates.psi
         weights = [p for p in self.model.parameters() if p is not psi and p.requires_grad]
@@ -253,7 +281,7 @@ class ChipNetPruner:
                     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 logits = model(images)
                 ce = F.cross_entropy(logits, labels)
-                keep = gates.last_z if soft_count == "linear" else soft_keep(gates.last_z, gates.steepness)
+                keep = self.soft_keep(gates.last_z, linear=soft_count == "linear", floor_aware=floor_aware)
                 ratio = self.cost.ratio(kind, keep)
                 if budget_grad_power != 1.0 or marginal is not None:
                     ratio = reweight_budget_gradient(ratio, keep, budget_grad_power, marginal)
@@ -325,7 +353,7 @@ class ChipNetPruner:
         gates = self.gates
         with torch.no_grad():
             z, z_raw, z_tilde = gates.z(), gates.z_raw(), gates.z_tilde()
-            soft = float(self.cost.ratio(self.budget.kind, soft_keep(z, gates.steepness)))
+            soft = float(self.cost.ratio(self.budget.kind, self.soft_keep(z)))
             crisp_fraction = float(((z_raw - z_tilde).abs() < CRISP_TOLERANCE).float().mean())
         keep = (self.committed.clone() if self.committed is not None
                 else threshold_scores(z, self.cost, self.budget, round_to=self.round_to, min_keep=self.min_keep,
