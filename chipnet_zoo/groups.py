@@ -7,7 +7,16 @@ gates, the cost model and the slimmer share:
 * every prunable channel of the model gets one *global index* ``0 <= j < num_channels``
   (group ``g`` owns the contiguous range ``offsets[g] : offsets[g] + size``);
 * every conv / linear / batch-norm layer records which of its output channels (and, for conv and
-  linear, input channels) map to which global index.
+  linear, input channels) map to which global index;
+* a group that feeds or leaves a grouped convolution (RegNet, ResNeXt) is cut into *units*: channels
+  that sit at the same position in every convolution group are kept or removed together, so every
+  convolution group keeps the same channels (what Torch-Pruning's slimming of a grouped conv needs).
+  A group's *granularity* is its unit size: it keeps a multiple of it.
+
+Whatever Torch-Pruning cannot follow exactly is refused here, naming the layer
+(:class:`~chipnet_zoo.errors.UnsupportedLayerError`): channel shuffles, channel splits and partial
+channel slices, normalisations across channels (LayerNorm, GroupNorm), per-channel parameters outside
+conv/linear/batch-norm layers.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedLayerError, UnsupportedModelError
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -33,10 +42,24 @@ class ChannelGroup:
     name: str
     size: int
     offset: int
+    #: ``[n_units, granularity]`` global indices of channels kept or removed together (grouped convs);
+    #: ``None``: every channel is its own unit.
+    tied: torch.Tensor | None = None
 
     @property
     def indices(self) -> slice:
         return slice(self.offset, self.offset + self.size)
+
+    @property
+    def granularity(self) -> int:
+        """Channels per unit: the group keeps a multiple of this many channels."""
+        return 1 if self.tied is None else int(self.tied.shape[1])
+
+    def units(self) -> torch.Tensor:
+        """``[n_units, granularity]`` global channel indices, one row per unit."""
+        if self.tied is not None:
+            return self.tied
+        return torch.arange(self.offset, self.offset + self.size).view(-1, 1)
 
 
 @dataclass
@@ -65,7 +88,13 @@ class LayerInfo:
 
     @property
     def depthwise(self) -> bool:
-        return self.kind == "conv" and self.conv_groups > 1 and self.conv_groups == self.in_channels
+        """One input per output channel (Torch-Pruning prunes its inputs with its outputs)."""
+        return self.kind == "conv" and 1 < self.conv_groups == self.in_channels == self.out_channels
+
+    @property
+    def grouped(self) -> bool:
+        """A grouped, non-depthwise conv: its channels are pruned in units across its groups."""
+        return self.kind == "conv" and self.conv_groups > 1 and not self.depthwise
 
 
 @dataclass
@@ -81,6 +110,11 @@ class ChannelGraph:
     @property
     def num_channels(self) -> int:
         return sum(g.size for g in self.groups)
+
+    @property
+    def tied(self) -> bool:
+        """Whether some group keeps channels in units of more than one (grouped convolutions)."""
+        return any(g.granularity > 1 for g in self.groups)
 
     @property
     def structure(self) -> list[tuple[str, int]]:
@@ -154,12 +188,156 @@ def _check_supported(model: nn.Module) -> None:
             f"{arch or type(model).__name__}: ShuffleNet's channel split + shuffle cannot be pruned exactly "
             "(Torch-Pruning's dependency graph does not follow it); choose another architecture")
     for name, module in model.named_modules():
-        if isinstance(module, CONV_TYPES) and module.groups > 1 and not (
-            module.groups == module.in_channels == module.out_channels
-        ):
-            raise UnsupportedModelError(
-                f"layer {name!r} is a grouped convolution (groups={module.groups}, in={module.in_channels}, "
-                f"out={module.out_channels}); only plain and depthwise convolutions are supported so far")
+        if isinstance(module, CONV_TYPES) and 1 < module.groups == module.out_channels < module.in_channels:
+            raise UnsupportedLayerError(
+                name, f"a convolution with groups == out_channels ({module.groups}) < in_channels "
+                f"({module.in_channels}) cannot be slimmed by Torch-Pruning")
+
+
+#: Modules that normalise across channels: a zeroed channel changes the others, so it is not a removed one.
+_CROSS_CHANNEL = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_CHANNEL_NORMS = ("LayerNorm", "GroupNorm", "RmsNorm", "RMSNorm")
+
+
+def _node_name(node, names: dict[nn.Module, str], dg) -> str:
+    """The qualified name of ``node``'s module, else the nearest named layer feeding it."""
+    seen, frontier = set(), [node]
+    while frontier:
+        current = frontier.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.module in names:
+            return names[current.module]
+        frontier.extend(current.inputs)
+    return f"<{node.name}>"
+
+
+def _check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
+    """Refuse channel splits, unbinds and partial channel slices (their sizes are fixed in the model's
+    code, so the slimmed model would split at the wrong place; Torch-Pruning may also not finish)."""
+    import torch_pruning as tp
+
+    OP = tp.ops.OPTYPE  # noqa: N806
+    for node in dg.module2node.values():
+        if node.type not in (OP.SPLIT, OP.UNBIND, OP.SLICE):
+            continue
+        fn = node.grad_fn
+        sizes = getattr(fn, "_saved_self_sym_sizes", None)
+        dim = getattr(fn, "_saved_dim", None)
+        if sizes is None or dim is None or len(sizes) < 2:
+            continue
+        dim = dim + len(sizes) if dim < 0 else dim
+        if dim != 1:
+            continue
+        where = _node_name(node, names, dg)
+        if node.type == OP.SLICE:
+            channels = int(sizes[1])
+            start, end, step = int(fn._saved_start), int(fn._saved_end), int(fn._saved_step)
+            if start <= 0 and step == 1 and end >= channels:
+                continue  # the whole channel range (e.g. GhostNet's out[:, :out_chs])
+            raise UnsupportedLayerError(
+                where, f"the output is sliced to channels [{start}:{min(end, channels)}:{step}] of {channels} "
+                "(a partial residual or split with sizes fixed in the model) and cannot be pruned exactly")
+        what = "split (torch.split/chunk)" if node.type == OP.SPLIT else "unbound"
+        raise UnsupportedLayerError(
+            where, f"the output is {what} along channels into parts whose sizes are fixed in the model; "
+            "the slimmed model would split at the wrong channels")
+
+
+def _check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int, str]) -> None:
+    """Refuse pruned channels that reach a module or parameter the cost model and gates do not follow
+    (normalisations across channels first: they are the usual cause)."""
+    for module in touched:
+        kind = type(module).__name__
+        if module in names and (isinstance(module, _CROSS_CHANNEL) or any(k in kind for k in _CHANNEL_NORMS)):
+            raise UnsupportedLayerError(
+                names[module], f"{kind} normalises across channels: a zeroed channel is not a removed one, "
+                "so the masked and the slimmed model would differ")
+    for module in touched:
+        if isinstance(module, nn.Parameter):
+            raise UnsupportedLayerError(
+                params.get(id(module), "<parameter>"),
+                "a parameter indexed by pruned channels outside a conv/linear/batch-norm layer "
+                "(e.g. a layer scale) is not supported")
+        if isinstance(module, CONV_TYPES + BN_TYPES + (nn.Linear,)) or module not in names:
+            continue
+        if any(True for _ in module.parameters(recurse=False)):
+            raise UnsupportedLayerError(
+                names[module], f"{type(module).__name__} has parameters on pruned channels that chipnet-zoo "
+                "does not count")
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _tie_grouped_convs(groups: list[ChannelGroup], layers: list[LayerInfo]) -> None:
+    """Cut the groups around grouped convs into units (channels at one position in every conv group).
+
+    Torch-Pruning slims a grouped conv by keeping the *same positions* in every convolution group, so
+    the channels at one position are kept or removed together. Sets ``group.tied`` where needed.
+    """
+    n = sum(g.size for g in groups)
+    uf: _UnionFind | None = None
+    for layer in layers:
+        if not layer.grouped:
+            continue
+        sides = [("outputs", layer.out_channels, layer.out_local, layer.out_global)]
+        if layer.kind == "conv":
+            sides.append(("inputs", layer.in_channels, layer.in_local, layer.in_global))
+        for what, size, local, glob in sides:
+            if not len(local):
+                continue
+            if len(local) != size:
+                raise UnsupportedLayerError(
+                    layer.name, f"grouped convolution (groups={layer.conv_groups}) whose {what} are only partly "
+                    f"prunable ({len(local)} of {size})")
+            width = size // layer.conv_groups
+            by_position = glob.view(layer.conv_groups, width)  # local is sorted 0..size-1
+            uf = uf or _UnionFind(n)
+            for row in by_position.t().tolist():
+                for j in row[1:]:
+                    uf.union(row[0], j)
+    if uf is None:
+        return
+    owner = [0] * n
+    for g, group in enumerate(groups):
+        owner[group.offset:group.offset + group.size] = [g] * group.size
+    classes: dict[int, list[int]] = {}
+    for j in range(n):
+        classes.setdefault(uf.find(j), []).append(j)
+    per_group: dict[int, list[list[int]]] = {}
+    for members in classes.values():
+        owners = {owner[j] for j in members}
+        if len(owners) > 1:
+            first, second = sorted(owners)[:2]
+            raise UnsupportedLayerError(
+                groups[first].name, f"a grouped convolution ties its channels to those of group "
+                f"{groups[second].name!r} (e.g. a concatenation before it); they cannot be kept consistently")
+        per_group.setdefault(owners.pop(), []).append(members)
+    for g, members in per_group.items():
+        group = groups[g]
+        if len(members) == group.size:
+            continue
+        sizes = {len(m) for m in members}
+        if len(sizes) != 1:
+            raise UnsupportedLayerError(
+                group.name, f"grouped convolutions tie its channels in units of unequal sizes {sorted(sizes)}")
+        group.tied = torch.tensor(sorted(members), dtype=torch.long)
 
 
 def build_channel_graph(
@@ -175,7 +353,10 @@ def build_channel_graph(
             model's ``classifier_name`` attribute, else its last linear layer).
 
     Raises:
-        UnsupportedModelError: grouped convs, channel shuffles, or parameters the graph can't account for.
+        UnsupportedLayerError: a layer or channel operation that cannot be pruned exactly (named, with
+            the reason): channel splits or partial slices, normalisation across channels, parameters the
+            cost model cannot count, grouped convs tied across groups.
+        UnsupportedModelError: channel shuffles (ShuffleNet).
     """
     import torch_pruning as tp
 
@@ -191,7 +372,9 @@ def build_channel_graph(
     with torch.enable_grad():
         dg = tp.DependencyGraph().build_dependency(
             model, example_inputs=example_input, verbose=False)
+    _check_channel_ops(dg, names)
     groups: list[ChannelGroup] = []
+    touched: dict = {}  # every module/parameter a group reaches, in order
     out_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     in_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     offset = 0
@@ -201,6 +384,7 @@ def build_channel_graph(
         group = ChannelGroup(names[root], size, offset)
         for item in tp_group.items:
             module = item.dep.target.module
+            touched.setdefault(module, None)
             if not isinstance(module, CONV_TYPES + BN_TYPES + (nn.Linear,)) or module not in names:
                 continue
             handler = item.dep.handler
@@ -212,6 +396,7 @@ def build_channel_graph(
                 glob.append(offset + int(root_idx))
         groups.append(group)
         offset += size
+    _check_touched(touched, names, {id(p): n for n, p in model.named_parameters()})
 
     def as_tensors(mapping: tuple[list[int], list[int]] | None) -> tuple[torch.Tensor, torch.Tensor]:
         if not mapping:
@@ -246,6 +431,7 @@ def build_channel_graph(
             info.in_local, info.in_global = as_tensors(in_maps.get(module))
         layers.append(info)
         accounted.add(module)
+    _tie_grouped_convs(groups, layers)
 
     other = 0
     grouped_modules = set(out_maps) | set(in_maps)

@@ -21,6 +21,7 @@ from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, det
 from .groups import build_channel_graph
 from .mask import Mask
 from .threshold import check_round_to, smallest_mask, threshold_scores
+from .verify import verify_model
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
@@ -60,7 +61,15 @@ class ChipNetPruner:
             by the soft cost, yet fully used — and the thresholded mask (which keeps ≥ 1 channel per
             group) then collapses the network. ``False`` is the authors' gate.
         round_to: every group keeps a multiple of this many channels (or all of them); 8 or 16
-            makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md).
+            makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md). Groups
+            around grouped convs keep a multiple of ``lcm(round_to, group.granularity)`` channels.
+        check: before gating, slim the model with a probe mask and check masked == slimmed (outputs
+            and counts) on ``example_input`` (:func:`chipnet_zoo.verify.verify_model`).
+
+    Raises:
+        UnsupportedLayerError: a layer or channel operation that cannot be pruned exactly (named), found
+            by the channel graph or (``InexactModelError``) by the probe.
+        UnreachableBudgetError: the budget is below the smallest reachable ratio.
 
     Example:
         >>> import torch, chipnet_zoo as cz
@@ -73,7 +82,7 @@ class ChipNetPruner:
     def __init__(self, model: nn.Module, budget: Budget | str, *, example_input: torch.Tensor,
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
-                 group_normalize: bool = True, round_to: int = 1):
+                 group_normalize: bool = True, round_to: int = 1, check: bool = True):
         self.budget = Budget.parse(budget)
         self.round_to = check_round_to(round_to)
         self.model = model
@@ -83,6 +92,8 @@ class ChipNetPruner:
         detach_gates(model)
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
         self.cost = CostModel(self.graph)
+        if check:
+            verify_model(model, self.graph, self.example_input, self.cost)
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),
                                                                        self.cost, self.round_to).double()))
         if smallest > self.budget.value + 1e-12:

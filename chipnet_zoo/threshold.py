@@ -10,9 +10,16 @@ mask is as close to the budget as the channel granularity allows.
 pruning becomes a block of ``r`` channels of one group, taken in score order. CPU and GPU kernels
 run much closer to their ideal speed on such widths (docs/benchmarks.md); the ratio is still a ceiling,
 only coarser.
+
+Groups around grouped convolutions (RegNet, ResNeXt) keep channels in *units*, one channel at the same
+position of every convolution group (``group.granularity`` channels, see :mod:`chipnet_zoo.groups`);
+a unit's score is the mean of its channels'. Such a group keeps a multiple of
+``lcm(round_to, granularity)`` channels (or all of them): that is the granularity of the budget there.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -41,9 +48,20 @@ def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: int = 1) -> t
 
 def _group_blocks(scores: torch.Tensor, group, round_to: int) -> list[torch.Tensor]:
     """A group's channels (global indices) in descending score order (ties by index), cut into blocks
-    of ``round_to``."""
-    local = torch.sort(-scores[group.indices].double(), stable=True).indices
-    return list((local + group.offset).split(round_to))
+    of ``round_to``. With tied units (grouped convs) the units are ranked by their mean score and a
+    block is ``lcm(round_to, granularity)`` channels of whole units."""
+    t = group.granularity
+    if t == 1:
+        local = torch.sort(-scores[group.indices].double(), stable=True).indices
+        return list((local + group.offset).split(round_to))
+    units = group.units()
+    order = torch.sort(-scores[units].double().mean(1), stable=True).indices
+    return list(units[order].flatten().split(math.lcm(round_to, t)))
+
+
+def _block_score(scores: torch.Tensor, block: torch.Tensor, granularity: int) -> float:
+    """A block's score: its weakest unit's (mean) score, so a group's blocks rank in order."""
+    return float(scores[block].double().view(-1, granularity).mean(1).min())
 
 
 def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str,
@@ -54,7 +72,8 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
         scores: one score per global channel (higher = more important), e.g. ChipNet's gate z.
         cost: the model's cost model.
         budget: the budget, e.g. ``Budget("flops", 0.25)`` or ``"flops:0.25"``.
-        round_to: keep a multiple of this many channels per group (or the whole group).
+        round_to: keep a multiple of this many channels per group (or the whole group); groups around
+            grouped convs keep a multiple of ``lcm(round_to, group.granularity)``.
 
     Raises:
         UnreachableBudgetError: the target is below the smallest achievable ratio (named in the message).
@@ -68,7 +87,7 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
     if smallest > budget.value + _EPS:
         raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to)
-    if round_to > 1:
+    if round_to > 1 or cost.graph.tied:
         return _threshold_blocks(scores, cost, budget, round_to, forced)
     # rank: descending score, ties by ascending index (stable sort on the negated scores)
     order = torch.sort(-scores, stable=True).indices
@@ -86,7 +105,7 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     for g, group in enumerate(cost.graph.groups):
         for pos, block in enumerate(_group_blocks(scores, group, round_to)):
             if pos:  # the first block of every group is forced
-                blocks.append((float(scores[block].min()), g, pos, block))
+                blocks.append((_block_score(scores, block, group.granularity), g, pos, block))
     blocks.sort(key=lambda b: (-b[0], b[1], b[2]))
     if not blocks:
         return forced
