@@ -247,7 +247,9 @@ def _check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
 
 def _check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int, str]) -> None:
     """Refuse pruned channels that reach a module or parameter the cost model and gates do not follow
-    (normalisations across channels first: they are the usual cause)."""
+    (normalisations across channels first: they are the usual cause; the first in model order)."""
+    position = {m: i for i, m in enumerate(names)}
+    touched = sorted(touched, key=lambda m: position.get(m, len(position)))
     for module in touched:
         kind = type(module).__name__
         if module in names and (isinstance(module, _CROSS_CHANNEL) or any(k in kind for k in _CHANNEL_NORMS)):

@@ -1,0 +1,246 @@
+"""Coverage table: which torchvision and timm CNNs chipnet-zoo prunes exactly, and why not the others.
+
+Every model runs in its own process (one thread) under a time limit, so a hang is recorded as a
+refusal. For each: untrained weights, random batch-norm statistics, ``ChipNetPruner`` at ``flops:0.5``
+(its construction is the *set-up time*: channel graph, probe check, gates). For a supported model, a
+random-score mask at the same budget is then checked:
+
+* the ratio is <= the target, and no group's next unit (``granularity`` channels) would still fit;
+* the cost model's params and MACs equal the slimmed model's (counted by hooks);
+* masked == slimmed: max |difference| of the outputs on a fresh batch (<= 1e-4 relative).
+
+Results go to ``benchmarks/results/coverage.json`` (resumable: done models are skipped) and the table
+to ``docs/coverage.md``::
+
+    OMP_NUM_THREADS=1 python benchmarks/coverage.py --models all --size 96 --limit 300
+    python benchmarks/coverage.py --render-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
+TABLE = ROOT / "docs" / "coverage.md"
+TARGET = 0.5
+TOLERANCE = 1e-4
+
+#: timm CNNs by family (``timm/<name>``): a broad sample of what users pick, refused families included.
+TIMM_FAMILIES: dict[str, list[str]] = {
+    "ResNet": ["resnet10t", "resnet18", "resnet18d", "resnet26", "resnet26d", "resnet26t", "resnet34",
+               "resnet50", "resnet50d", "wide_resnet50_2", "seresnet18", "resnetrs50", "resnet50_gn"],
+    "ResNeXt": ["resnext26ts", "resnext50_32x4d", "seresnext26d_32x4d"],
+    "RegNet": ["regnetx_002", "regnetx_004", "regnety_002", "regnety_004", "regnetv_040"],
+    "EfficientNet": ["efficientnet_b0", "efficientnet_lite0", "efficientnetv2_rw_t", "tf_efficientnet_b0",
+                     "tinynet_a"],
+    "MobileNet": ["mobilenetv2_050", "mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100",
+                  "mobilenetv4_conv_small", "lcnet_050", "mnasnet_100", "fbnetc_100", "spnasnet_100",
+                  "hardcorenas_a", "semnasnet_100", "mixnet_s"],
+    "GhostNet": ["ghostnet_100", "ghostnetv2_100"],
+    "RexNet": ["rexnet_100"],
+    "DenseNet": ["densenet121", "densenetblur121d"],
+    "DLA": ["dla34", "dla46_c"],
+    "CSP": ["cspresnet50", "cs3darknet_s"],
+    "HRNet": ["hrnet_w18_small"],
+    "VGG": ["vgg11_bn"],
+    "RepVGG": ["repvgg_a0", "mobileone_s0", "gernet_s"],
+    "ConvNeXt": ["convnext_atto"],
+    "Other": ["selecsls42b", "darknet17", "ese_vovnet19b_dw", "inception_v3", "xception41", "dpn68",
+              "res2net50_26w_4s", "nf_resnet26", "resnest14d", "skresnet18"],
+}
+
+
+def timm_names() -> list[str]:
+    return [f"timm/{n}" for names in TIMM_FAMILIES.values() for n in names]
+
+
+def tv_names() -> list[str]:
+    import chipnet_zoo as cz
+
+    return cz.list_models("tv/*")
+
+
+def family_of(name: str) -> str:
+    if name.startswith("tv/"):
+        return "torchvision"
+    short = name.split("/", 1)[1]
+    return next((f for f, names in TIMM_FAMILIES.items() if short in names), "timm")
+
+
+# --- one model, in a worker process ----------------------------------------------------------------
+def check_model(name: str, size: int) -> dict:
+    """Build, set up and check one model; a JSON-able record."""
+    import torch
+
+    import chipnet_zoo as cz
+    from chipnet_zoo.cost import measure_params_macs
+    from chipnet_zoo.errors import UnsupportedModelError
+    from chipnet_zoo.gates import FixedGates, attach_gates
+    from chipnet_zoo.slim import slim_model
+    from chipnet_zoo.threshold import _group_blocks, threshold_scores
+    from chipnet_zoo.verify import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = cz.create_model(name, num_classes=10).eval()
+    randomize_batchnorm(model, 0)
+    record: dict = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    x = torch.randn(1, 3, size, size)
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception:  # noqa: BLE001 - some models need their own input size (ViT: 224)
+        x = torch.randn(1, *model.default_input_size)
+    record["input"] = list(x.shape[2:])
+    start = time.perf_counter()
+    try:
+        pruner = cz.ChipNetPruner(model, f"flops:{TARGET}", example_input=x)
+    except UnsupportedModelError as exc:
+        record.update(status="refused", setup_s=time.perf_counter() - start, error=type(exc).__name__,
+                      layer=getattr(exc, "layer", ""), reason=getattr(exc, "reason", str(exc)))
+        return record
+    record["setup_s"] = time.perf_counter() - start
+    graph, cost = pruner.graph, pruner.cost
+    pruner.remove()
+    scores = torch.rand(graph.num_channels, generator=torch.Generator().manual_seed(1))
+    start = time.perf_counter()
+    keep = threshold_scores(scores, cost, f"flops:{TARGET}")
+    record["threshold_s"] = time.perf_counter() - start
+    ratio = cost.hard_ratios(keep)["flops"]
+    tight = True  # no group's next unit still fits
+    for group in graph.groups:
+        blocks = _group_blocks(scores.double(), group, 1)
+        kept = sum(bool(keep[b].all()) for b in blocks)
+        if kept < len(blocks):
+            trial = keep.clone()
+            trial[blocks[kept]] = True
+            tight &= cost.hard_ratios(trial)["flops"] > TARGET
+    slim = slim_model(model, graph, keep, x)
+    params, macs = measure_params_macs(slim, x)
+    counts = cost.hard_counts(keep)
+    masked = attach_gates(model, FixedGates(graph, keep), graph).eval()
+    batch = torch.randn(2, *x.shape[1:], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, actual = masked(batch), slim.eval()(batch)
+    diff = float((expected - actual).abs().max())
+    scale = max(1.0, float(expected.abs().max()))
+    record.update(
+        status="supported", ratio=ratio, tight=tight, granularity=max(g.granularity for g in graph.groups),
+        groups=len(graph.groups), cost_params=counts["params"] == params, cost_macs=counts["flops"] == macs,
+        max_abs_diff=diff, exact=diff <= TOLERANCE * scale and counts["params"] == params
+        and counts["flops"] == macs and ratio <= TARGET and tight)
+    return record
+
+
+# --- the driver --------------------------------------------------------------------------------------
+def run_one(name: str, size: int, limit: float) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--worker", name, "--size", str(size)], env=env,
+                              capture_output=True, text=True, timeout=limit, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"status": "refused", "error": "timeout", "layer": "",
+                "reason": f"no answer within {limit:.0f} s (recorded as a refusal)", "setup_s": limit}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"status": "crashed", "reason": tail[:300], "wall_s": time.perf_counter() - start}
+    record = json.loads(lines[-1])
+    record["wall_s"] = time.perf_counter() - start
+    return record
+
+
+def render(results: dict[str, dict], size: int) -> str:
+    def fmt(v, spec=".2f"):
+        return "" if v is None else format(v, spec)
+
+    tv = {k: v for k, v in results.items() if k.startswith("tv/")}
+    timm = {k: v for k, v in results.items() if k.startswith("timm/")}
+    lines = ["# Coverage: which CNNs chipnet-zoo prunes exactly", "",
+             "Generated by `benchmarks/coverage.py` (do not edit by hand). Every model: untrained weights, random "
+             f"batch-norm statistics, a {size}×{size} input (the model's own size where it needs one), one CPU "
+             "thread, its own process with a time limit. *Set-up* is `ChipNetPruner(...)` at `flops:0.5`: the "
+             "channel graph, the masked == slimmed probe and the gates. For supported models a random-score mask "
+             "at `flops:0.5` is then checked: the FLOPs ratio is ≤ 0.5 and no group's next unit would still fit "
+             "(*tight*; *unit* is the largest granularity: channels kept or removed together across the conv "
+             "groups of a grouped convolution), the cost model's parameters and MACs equal the slimmed model's, "
+             "and the masked and slimmed outputs agree (max |Δ| ≤ 1e-4 relative to max(1, |output|)). "
+             "Refused models name the layer and the reason (`chipnet_zoo.errors.UnsupportedLayerError`).", ""]
+    for title, part in (("timm", timm), ("torchvision", tv)):
+        if not part:
+            continue
+        ok = [k for k, v in part.items() if v.get("status") == "supported" and v.get("exact")]
+        refused = [k for k, v in part.items() if v.get("status") == "refused"]
+        other = len(part) - len(ok) - len(refused)
+        lines += [f"## {title}: {len(ok)} of {len(part)} supported exactly ({100 * len(ok) / len(part):.0f} %), "
+                  f"{len(refused)} refused" + (f", {other} other (crashed or inexact)" if other else ""), "",
+                  "| model | family | params (M) | input | status | set-up (s) | FLOPs ratio | tight | unit | "
+                  "cost = slim (params, MACs) | max abs diff | layer: reason |",
+                  "|---|---|---:|---|---|---:|---:|---|---:|---|---:|---|"]
+        for name in sorted(part):
+            r = part[name]
+            status = r.get("status", "?")
+            if status == "supported":
+                status = "supported" if r.get("exact") else "**inexact**"
+                cells = [fmt(r.get("ratio"), ".4f"), "yes" if r.get("tight") else "no", str(r.get("granularity", "")),
+                         f"{'yes' if r.get('cost_params') else 'no'}, {'yes' if r.get('cost_macs') else 'no'}",
+                         fmt(r.get("max_abs_diff"), ".1e"), ""]
+            else:
+                reason = r.get("reason", "").replace("|", "\\|").replace("\n", " ")
+                layer = f"`{r['layer']}`: " if r.get("layer") else ""
+                cells = ["", "", "", "", "", f"{layer}{reason}"]
+            inp = "×".join(str(v) for v in r.get("input", [])) or ""
+            lines.append(f"| `{name}` | {family_of(name)} | {fmt(r.get('params_m'), '.1f')} | {inp} | {status} | "
+                         f"{fmt(r.get('setup_s'))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"Machine: {platform.machine()}, {platform.python_version()}; "
+              "reproduce with `OMP_NUM_THREADS=1 python benchmarks/coverage.py --models all`.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="all", help="all | tv | timm | comma-separated names")
+    ap.add_argument("--size", type=int, default=96, help="input height and width")
+    ap.add_argument("--limit", type=float, default=300, help="seconds per model (a hang becomes a refusal)")
+    ap.add_argument("--redo", action="store_true", help="re-run models already in the results")
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        import torch
+
+        torch.set_num_threads(1)
+        print(json.dumps(check_model(args.worker, args.size)), flush=True)
+        return 0
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if not args.render_only:
+        names = {"all": None, "tv": tv_names, "timm": timm_names}.get(args.models, False)
+        if names is None:
+            todo = timm_names() + tv_names()
+        elif names is False:
+            todo = args.models.split(",")
+        else:
+            todo = names()
+        for name in todo:
+            if name in results and not args.redo:
+                continue
+            results[name] = run_one(name, args.size, args.limit)
+            r = results[name]
+            print(f"{name}: {r['status']} {r.get('setup_s', 0):.1f}s {r.get('reason', '')[:120]}", flush=True)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
+    TABLE.write_text(render(results, args.size))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
