@@ -270,6 +270,49 @@ def _check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int,
                 "does not count")
 
 
+def _lost_root_indices(dg, tp_group) -> bool:
+    """Whether Torch-Pruning's group maps a conv's output channels and the batch-norm right after it to
+    different root channels. It merges the items of one layer reached along two paths and keeps one root
+    index per channel (GhostNet: a depthwise conv whose input and output join one stream), so some of the
+    group's channels are in fact removed together."""
+    out_roots: dict[nn.Module, dict[int, int]] = {}
+    for item in tp_group.items:
+        module = item.dep.target.module
+        if isinstance(module, CONV_TYPES + BN_TYPES) and (
+                isinstance(module, BN_TYPES) or dg.is_out_channel_pruning_fn(item.dep.handler)):
+            roots = out_roots.setdefault(module, {})
+            for idx, root_idx in zip(item.idxs, item.root_idxs):
+                roots.setdefault(int(idx), int(root_idx))
+    for module, roots in out_roots.items():
+        if not isinstance(module, BN_TYPES) or module not in dg.module2node:
+            continue
+        for node in dg.module2node[module].inputs:
+            if isinstance(node.module, CONV_TYPES) and node.module in out_roots and out_roots[node.module] != roots:
+                return True
+    return False
+
+
+def _closure_pairs(dg, root: nn.Module, size: int, offset: int,
+                   channels: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
+    """``(global j, global k)`` for every root channel ``k`` that Torch-Pruning removes with channel ``j``
+    (of ``channels``, default all)."""
+    from torch_pruning.dependency import index_mapping
+
+    fn = dg.get_pruner_of_module(root).prune_out_channels
+    pairs = []
+    update = index_mapping.update_index_mapping
+    dg.get_pruning_group(root, fn, [0])  # the index maps are up to date from here on
+    index_mapping.update_index_mapping = lambda _graph: None  # each call would redo them all (slow)
+    try:
+        for j in (range(size) if channels is None else sorted(set(channels))):
+            for item in dg.get_pruning_group(root, fn, [j]).items:
+                if item.dep.target.module is root and dg.is_out_channel_pruning_fn(item.dep.handler):
+                    pairs.extend((offset + j, offset + int(k)) for k in item.idxs if int(k) != j)
+    finally:
+        index_mapping.update_index_mapping = update
+    return pairs
+
+
 class _UnionFind:
     def __init__(self, n: int):
         self.parent = list(range(n))
@@ -287,14 +330,19 @@ class _UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
-def _tie_grouped_convs(groups: list[ChannelGroup], layers: list[LayerInfo]) -> None:
-    """Cut the groups around grouped convs into units (channels at one position in every conv group).
+def _tie_units(groups: list[ChannelGroup], layers: list[LayerInfo], same_channel: list[tuple[int, int]]) -> None:
+    """Cut groups into units of channels that are kept or removed together; sets ``group.tied``.
 
     Torch-Pruning slims a grouped conv by keeping the *same positions* in every convolution group, so
-    the channels at one position are kept or removed together. Sets ``group.tied`` where needed.
+    the channels at one position of every conv group form a unit. ``same_channel`` pairs global channels
+    that reach one channel of a layer (and so are removed together by the slimmer).
     """
     n = sum(g.size for g in groups)
     uf: _UnionFind | None = None
+    if same_channel:
+        uf = _UnionFind(n)
+        for i, j in same_channel:
+            uf.union(i, j)
     for layer in layers:
         if not layer.grouped:
             continue
@@ -328,8 +376,8 @@ def _tie_grouped_convs(groups: list[ChannelGroup], layers: list[LayerInfo]) -> N
         if len(owners) > 1:
             first, second = sorted(owners)[:2]
             raise UnsupportedLayerError(
-                groups[first].name, f"a grouped convolution ties its channels to those of group "
-                f"{groups[second].name!r} (e.g. a concatenation before it); they cannot be kept consistently")
+                groups[first].name, f"its channels are tied (by a grouped convolution or a shared channel) to "
+                f"those of group {groups[second].name!r}; they cannot be kept consistently")
         per_group.setdefault(owners.pop(), []).append(members)
     for g, members in per_group.items():
         group = groups[g]
@@ -338,7 +386,8 @@ def _tie_grouped_convs(groups: list[ChannelGroup], layers: list[LayerInfo]) -> N
         sizes = {len(m) for m in members}
         if len(sizes) != 1:
             raise UnsupportedLayerError(
-                group.name, f"grouped convolutions tie its channels in units of unequal sizes {sorted(sizes)}")
+                group.name, f"grouped convolutions or shared channels tie its channels in units of unequal sizes "
+                f"{sorted(sizes)}")
         group.tied = torch.tensor(sorted(members), dtype=torch.long)
 
 
@@ -376,6 +425,7 @@ def build_channel_graph(
             model, example_inputs=example_input, verbose=False)
     _check_channel_ops(dg, names)
     groups: list[ChannelGroup] = []
+    same_channel: list[tuple[int, int]] = []  # global channels that the slimmer removes together
     touched: dict = {}  # every module/parameter a group reaches, in order
     out_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     in_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
@@ -396,6 +446,8 @@ def build_channel_graph(
             for idx, root_idx in zip(item.idxs, item.root_idxs):
                 local.append(int(idx))
                 glob.append(offset + int(root_idx))
+        if _lost_root_indices(dg, tp_group) or _closure_pairs(dg, root, size, offset, (0, size - 1)):
+            same_channel.extend(_closure_pairs(dg, root, size, offset))
         groups.append(group)
         offset += size
     _check_touched(touched, names, {id(p): n for n, p in model.named_parameters()})
@@ -405,10 +457,14 @@ def build_channel_graph(
             return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
         local = torch.tensor(mapping[0], dtype=torch.long)
         glob = torch.tensor(mapping[1], dtype=torch.long)
-        order = torch.argsort(local)
+        order = torch.argsort(local, stable=True)
         local, glob = local[order], glob[order]
         keep = torch.ones_like(local, dtype=torch.bool)  # drop duplicate local indices
         keep[1:] = local[1:] != local[:-1]
+        # one local channel reached from two global channels (GhostNet: a depthwise "cheap" conv whose
+        # input and output both join one concatenated stream): those are kept or removed together
+        both = ~keep[1:] & (glob[1:] != glob[:-1])
+        same_channel.extend(zip(glob[:-1][both].tolist(), glob[1:][both].tolist()))
         return local[keep], glob[keep]
 
     layers: list[LayerInfo] = []
@@ -433,7 +489,7 @@ def build_channel_graph(
             info.in_local, info.in_global = as_tensors(in_maps.get(module))
         layers.append(info)
         accounted.add(module)
-    _tie_grouped_convs(groups, layers)
+    _tie_units(groups, layers, same_channel)
 
     other = 0
     grouped_modules = set(out_maps) | set(in_maps)

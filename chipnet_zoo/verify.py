@@ -96,8 +96,8 @@ def _close(expected: torch.Tensor, actual: torch.Tensor) -> tuple[bool, float]:
 
 
 def _first_difference(masked: nn.Module, slim: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
-                      x: torch.Tensor) -> tuple[str, float]:
-    """The first layer (in execution order) whose kept output channels differ, and by how much."""
+                      x: torch.Tensor) -> tuple[str, str]:
+    """The first layer (in execution order) whose kept output channels differ, and how."""
     layers = {layer.name: layer for layer in graph.layers}
     _, m_out, order = _outputs(masked, x, set(layers))
     _, s_out, _ = _outputs(slim, x, set(layers))
@@ -111,9 +111,14 @@ def _first_difference(masked: nn.Module, slim: nn.Module, graph: ChannelGraph, k
         dim = -1 if layer.kind == "linear" else 1
         expected = m_out[name].index_select(dim, torch.nonzero(kept).flatten().to(m_out[name].device))
         ok, diff = _close(expected, s_out[name])
+        if expected.shape != s_out[name].shape:
+            return name, (f"the slimmed layer has output shape {tuple(s_out[name].shape)} where the mask keeps "
+                          f"{tuple(expected.shape)}: Torch-Pruning removes channels together that the channel "
+                          "groups do not tie")
         if not ok:
-            return name, diff
-    return "<model output>", math.nan
+            return name, (f"its kept outputs differ by up to {diff:.3g}: an operation before it does not treat a "
+                          "zeroed channel as a removed one")
+    return "<model output>", "only the model's output differs"
 
 
 def _uncounted_layer(model: nn.Module, slim: nn.Module, graph: ChannelGraph) -> str:
@@ -158,11 +163,10 @@ def check_slim(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor, slim: 
         ok, diff = (_close(expected, actual) if isinstance(expected, torch.Tensor)
                     and isinstance(actual, torch.Tensor) else (False, math.nan))
         if not ok:
-            layer, layer_diff = _first_difference(masked, slim, graph, keep, x)
+            layer, how = _first_difference(masked, slim, graph, keep, x)
             raise InexactModelError(
-                layer, f"the masked and the slimmed model differ from this layer on (max |difference| "
-                f"{layer_diff:.3g}, at the output {diff:.3g}): an operation before it does not treat a "
-                "zeroed channel as a removed one", diff)
+                layer, f"the masked and the slimmed model differ from this layer on (output: max |difference| "
+                f"{diff:.3g}); {how}", diff)
         cost = cost or CostModel(graph)
         counts = cost.hard_counts(keep)
         params, macs = measure_params_macs(slim, x)

@@ -269,3 +269,30 @@ def test_grouped_models_through_the_cli(tmp_path, arch):
     assert main(["finetune", "--from", str(p), "--out", str(f), "--epochs", "1", "--no-progress"]) == 0
     metrics = json.loads((f / "metrics.json").read_text())
     assert metrics["ratios"]["flops"] <= 0.5 and metrics["finished"] is True
+
+
+# --- the coverage table's checks on a fast subset (benchmarks/model_coverage.py) -----------------------
+def _coverage_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "model_coverage.py"
+    spec = importlib.util.spec_from_file_location("model_coverage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("arch", ["timm/mobilenetv3_small_100", "timm/regnetx_002", "timm/ghostnet_100",
+                                  "tv/googlenet", "tv/efficientnet_b0"])
+def test_table_checks_on_a_fast_subset(arch):
+    record = _coverage_script().check_model(arch, 64)
+    assert record["status"] == "supported", record
+    assert record["ratio"] <= 0.5 and record["tight"] and record["cost_params"] and record["cost_macs"]
+    assert record["max_abs_diff"] <= 1e-4 and record["exact"]
+
+
+def test_table_records_a_refusal_with_its_layer():
+    record = _coverage_script().check_model("timm/rexnet_100", 64)
+    assert record["status"] == "refused" and record["layer"].startswith("features.")
+    assert "sliced" in record["reason"]
