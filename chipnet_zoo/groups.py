@@ -21,6 +21,7 @@ conv/linear/batch-norm layers.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -296,21 +297,29 @@ def _closure_pairs(dg, root: nn.Module, size: int, offset: int,
                    channels: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
     """``(global j, global k)`` for every root channel ``k`` that Torch-Pruning removes with channel ``j``
     (of ``channels``, default all)."""
-    from torch_pruning.dependency import index_mapping
-
     fn = dg.get_pruner_of_module(root).prune_out_channels
     pairs = []
+    for j in (range(size) if channels is None else sorted(set(channels))):
+        for item in dg.get_pruning_group(root, fn, [j]).items:
+            if item.dep.target.module is root and dg.is_out_channel_pruning_fn(item.dep.handler):
+                pairs.extend((offset + j, offset + int(k)) for k in item.idxs if int(k) != j)
+    return pairs
+
+
+@contextlib.contextmanager
+def _index_maps_computed_once(dg):
+    """Torch-Pruning recomputes every index map (concatenations, splits, flattens) at each
+    ``get_pruning_group`` call; the graph does not change while the groups are read, so compute them once
+    (on DenseNet-121 this is most of the set-up time)."""
+    from torch_pruning.dependency import index_mapping
+
     update = index_mapping.update_index_mapping
-    dg.get_pruning_group(root, fn, [0])  # the index maps are up to date from here on
-    index_mapping.update_index_mapping = lambda _graph: None  # each call would redo them all (slow)
+    update(dg)
+    index_mapping.update_index_mapping = lambda _graph: None
     try:
-        for j in (range(size) if channels is None else sorted(set(channels))):
-            for item in dg.get_pruning_group(root, fn, [j]).items:
-                if item.dep.target.module is root and dg.is_out_channel_pruning_fn(item.dep.handler):
-                    pairs.extend((offset + j, offset + int(k)) for k in item.idxs if int(k) != j)
+        yield
     finally:
         index_mapping.update_index_mapping = update
-    return pairs
 
 
 class _UnionFind:
@@ -430,26 +439,27 @@ def build_channel_graph(
     out_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     in_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     offset = 0
-    for tp_group in dg.get_all_groups(ignored_layers=[classifier]):
-        root = tp_group[0].dep.target.module
-        size = dg.get_out_channels(root)
-        group = ChannelGroup(names[root], size, offset)
-        for item in tp_group.items:
-            module = item.dep.target.module
-            touched.setdefault(module, None)
-            if not isinstance(module, CONV_TYPES + BN_TYPES + (nn.Linear,)) or module not in names:
-                continue
-            handler = item.dep.handler
-            is_out = dg.is_out_channel_pruning_fn(handler) or isinstance(module, BN_TYPES)
-            target = out_maps if is_out else in_maps
-            local, glob = target.setdefault(module, ([], []))
-            for idx, root_idx in zip(item.idxs, item.root_idxs):
-                local.append(int(idx))
-                glob.append(offset + int(root_idx))
-        if _lost_root_indices(dg, tp_group) or _closure_pairs(dg, root, size, offset, (0, size - 1)):
-            same_channel.extend(_closure_pairs(dg, root, size, offset))
-        groups.append(group)
-        offset += size
+    with _index_maps_computed_once(dg):
+        for tp_group in dg.get_all_groups(ignored_layers=[classifier]):
+            root = tp_group[0].dep.target.module
+            size = dg.get_out_channels(root)
+            group = ChannelGroup(names[root], size, offset)
+            for item in tp_group.items:
+                module = item.dep.target.module
+                touched.setdefault(module, None)
+                if not isinstance(module, CONV_TYPES + BN_TYPES + (nn.Linear,)) or module not in names:
+                    continue
+                handler = item.dep.handler
+                is_out = dg.is_out_channel_pruning_fn(handler) or isinstance(module, BN_TYPES)
+                target = out_maps if is_out else in_maps
+                local, glob = target.setdefault(module, ([], []))
+                for idx, root_idx in zip(item.idxs, item.root_idxs):
+                    local.append(int(idx))
+                    glob.append(offset + int(root_idx))
+            if _lost_root_indices(dg, tp_group) or _closure_pairs(dg, root, size, offset, (0, size - 1)):
+                same_channel.extend(_closure_pairs(dg, root, size, offset))
+            groups.append(group)
+            offset += size
     _check_touched(touched, names, {id(p): n for n, p in model.named_parameters()})
 
     def as_tensors(mapping: tuple[list[int], list[int]] | None) -> tuple[torch.Tensor, torch.Tensor]:
