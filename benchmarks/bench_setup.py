@@ -18,13 +18,15 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import chipnet_zoo as cz
-from chipnet_zoo.groups import build_channel_graph
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's chipnet_zoo
+import chipnet_zoo as cz  # noqa: E402
+from chipnet_zoo.groups import build_channel_graph  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "setup.json"
 MODELS = ["tv/resnet50", "timm/resnet50", "tv/resnext50_32x4d", "timm/resnext50_32x4d", "tv/regnet_y_1_6gf"]

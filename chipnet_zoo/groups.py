@@ -429,9 +429,13 @@ def build_channel_graph(
     names = {module: name for name, module in modules.items()}
     areas = _record_areas(model, example_input)
 
-    with torch.enable_grad():
-        dg = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_input, verbose=False)
+    try:
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - a model Torch-Pruning cannot trace is refused, not a crash
+        raise UnsupportedLayerError("<model>", "Torch-Pruning's dependency graph cannot follow this model "
+                                    f"({type(exc).__name__}: {exc})") from exc
     _check_channel_ops(dg, names)
     groups: list[ChannelGroup] = []
     same_channel: list[tuple[int, int]] = []  # global channels that the slimmer removes together
