@@ -37,25 +37,40 @@ TOLERANCE = 1e-4
 #: timm CNNs by family (``timm/<name>``): a broad sample of what users pick, refused families included.
 TIMM_FAMILIES: dict[str, list[str]] = {
     "ResNet": ["resnet10t", "resnet18", "resnet18d", "resnet26", "resnet26d", "resnet26t", "resnet34",
-               "resnet50", "resnet50d", "wide_resnet50_2", "seresnet18", "resnetrs50", "resnet50_gn"],
-    "ResNeXt": ["resnext26ts", "resnext50_32x4d", "seresnext26d_32x4d"],
-    "RegNet": ["regnetx_002", "regnetx_004", "regnety_002", "regnety_004", "regnetv_040"],
+               "resnet50", "resnet50d", "wide_resnet50_2", "seresnet18", "resnetrs50", "resnet50_gn",
+        "resnet101", "resnet152", "resnet50c", "resnet50s", "resnet101d", "resnet34d", "seresnet50", "ecaresnet50d", "resnetblur50"],
+    "ResNeXt": ["resnext26ts", "resnext50_32x4d", "seresnext26d_32x4d",
+        "resnext101_32x4d", "resnext50d_32x4d", "seresnext50_32x4d"],
+    "RegNet": ["regnetx_002", "regnetx_004", "regnety_002", "regnety_004", "regnetv_040",
+        "regnetx_006", "regnetx_008", "regnetx_016", "regnetx_032", "regnety_006", "regnety_008", "regnety_016", "regnety_032", "regnetz_b16"],
     "EfficientNet": ["efficientnet_b0", "efficientnet_lite0", "efficientnetv2_rw_t", "tf_efficientnet_b0",
-                     "tinynet_a"],
+                     "tinynet_a",
+        "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_lite1", "efficientnet_es", "efficientnet_em", "efficientnetv2_rw_s", "tf_efficientnet_lite0", "tf_efficientnetv2_b0", "tinynet_b", "tinynet_c", "tinynet_d", "tinynet_e"],
     "MobileNet": ["mobilenetv2_050", "mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100",
                   "mobilenetv4_conv_small", "lcnet_050", "mnasnet_100", "fbnetc_100", "spnasnet_100",
-                  "hardcorenas_a", "semnasnet_100", "mixnet_s"],
-    "GhostNet": ["ghostnet_100", "ghostnetv2_100"],
-    "RexNet": ["rexnet_100"],
-    "DenseNet": ["densenet121", "densenetblur121d"],
-    "DLA": ["dla34", "dla46_c"],
-    "CSP": ["cspresnet50", "cs3darknet_s"],
-    "HRNet": ["hrnet_w18_small"],
-    "VGG": ["vgg11_bn"],
-    "RepVGG": ["repvgg_a0", "mobileone_s0", "gernet_s"],
-    "ConvNeXt": ["convnext_atto"],
+                  "hardcorenas_a", "semnasnet_100", "mixnet_s",
+        "mobilenetv2_110d", "mobilenetv2_120d", "mobilenetv2_140", "mobilenetv3_large_075", "mobilenetv3_small_050", "mobilenetv3_rw", "tf_mobilenetv3_large_100", "mobilenetv4_conv_medium", "lcnet_075", "lcnet_100", "fbnetv3_b", "mnasnet_small", "mixnet_m", "semnasnet_075", "hardcorenas_b", "hardcorenas_c", "hardcorenas_d"],
+    "GhostNet": ["ghostnet_100", "ghostnetv2_100",
+        "ghostnetv3_100"],
+    "RexNet": ["rexnet_100",
+        "rexnetr_100", "rexnet_150"],
+    "DenseNet": ["densenet121", "densenetblur121d",
+        "densenet161", "densenet169", "densenet201"],
+    "DLA": ["dla34", "dla46_c",
+        "dla60", "dla102", "dla60x", "dla46x_c"],
+    "CSP": ["cspresnet50", "cs3darknet_s",
+        "cspdarknet53", "cspresnext50"],
+    "HRNet": ["hrnet_w18_small",
+        "hrnet_w18_small_v2", "hrnet_w18"],
+    "VGG": ["vgg11_bn",
+        "vgg13_bn", "vgg16_bn"],
+    "RepVGG": ["repvgg_a0", "mobileone_s0", "gernet_s",
+        "repvgg_a1", "repvgg_b0", "mobileone_s1"],
+    "ConvNeXt": ["convnext_atto",
+        "convnext_femto", "convnext_pico"],
     "Other": ["selecsls42b", "darknet17", "ese_vovnet19b_dw", "inception_v3", "xception41", "dpn68",
-              "res2net50_26w_4s", "nf_resnet26", "resnest14d", "skresnet18"],
+              "res2net50_26w_4s", "nf_resnet26", "resnest14d", "skresnet18",
+        "gernet_m", "selecsls60", "darknet21", "ese_vovnet39b"],
 }
 
 
@@ -63,10 +78,15 @@ def timm_names() -> list[str]:
     return [f"timm/{n}" for names in TIMM_FAMILIES.values() for n in names]
 
 
+#: The largest torchvision models run last (minutes each on one thread).
+HEAVY = ("tv/regnet_y_32gf", "tv/vit_l_16", "tv/vit_l_32", "tv/vit_h_14", "tv/regnet_y_128gf")
+
+
 def tv_names() -> list[str]:
     import chipnet_zoo as cz
 
-    return cz.list_models("tv/*")
+    names = cz.list_models("tv/*")
+    return [n for n in names if n not in HEAVY] + [n for n in HEAVY if n in names]
 
 
 def family_of(name: str) -> str:
@@ -148,8 +168,7 @@ def run_one(name: str, size: int, limit: float) -> dict:
         proc = subprocess.run([sys.executable, __file__, "--worker", name, "--size", str(size)], env=env,
                               capture_output=True, text=True, timeout=limit, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return {"status": "refused", "error": "timeout", "layer": "",
-                "reason": f"no answer within {limit:.0f} s (recorded as a refusal)", "setup_s": limit}
+        return {"status": "timeout", "reason": f"no answer within the time limit of {limit:.0f} s", "setup_s": limit}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -180,9 +199,11 @@ def render(results: dict[str, dict], size: int) -> str:
             continue
         ok = [k for k, v in part.items() if v.get("status") == "supported" and v.get("exact")]
         refused = [k for k, v in part.items() if v.get("status") == "refused"]
-        other = len(part) - len(ok) - len(refused)
+        timeout = [k for k, v in part.items() if v.get("status") == "timeout"]
+        other = len(part) - len(ok) - len(refused) - len(timeout)
         lines += [f"## {title}: {len(ok)} of {len(part)} supported exactly ({100 * len(ok) / len(part):.0f} %), "
-                  f"{len(refused)} refused" + (f", {other} other (crashed or inexact)" if other else ""), "",
+                  f"{len(refused)} refused" + (f", {len(timeout)} over the time limit" if timeout else "")
+                  + (f", {other} other (crashed or inexact)" if other else ""), "",
                   "| model | family | params (M) | input | status | set-up (s) | FLOPs ratio | tight | unit | "
                   "cost = slim (params, MACs) | max abs diff | layer: reason |",
                   "|---|---|---:|---|---|---:|---:|---|---:|---|---:|---|"]

@@ -220,6 +220,7 @@ def _check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
     import torch_pruning as tp
 
     OP = tp.ops.OPTYPE  # noqa: N806
+    found: list[UnsupportedLayerError] = []
     for node in dg.module2node.values():
         if node.type not in (OP.SPLIT, OP.UNBIND, OP.SLICE):
             continue
@@ -237,13 +238,17 @@ def _check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
             start, end, step = int(fn._saved_start), int(fn._saved_end), int(fn._saved_step)
             if start <= 0 and step == 1 and end >= channels:
                 continue  # the whole channel range (e.g. GhostNet's out[:, :out_chs])
-            raise UnsupportedLayerError(
+            found.append(UnsupportedLayerError(
                 where, f"the output is sliced to channels [{start}:{min(end, channels)}:{step}] of {channels} "
-                "(a partial residual or split with sizes fixed in the model) and cannot be pruned exactly")
+                "(a partial residual or split with sizes fixed in the model) and cannot be pruned exactly"))
+            continue
         what = "split (torch.split/chunk)" if node.type == OP.SPLIT else "unbound"
-        raise UnsupportedLayerError(
+        found.append(UnsupportedLayerError(
             where, f"the output is {what} along channels into parts whose sizes are fixed in the model; "
-            "the slimmed model would split at the wrong channels")
+            "the slimmed model would split at the wrong channels"))
+    if found:  # the first in model order
+        position = {name: i for i, name in enumerate(names.values())}
+        raise min(found, key=lambda e: position.get(e.layer, len(position)))
 
 
 def _check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int, str]) -> None:
