@@ -206,7 +206,8 @@ class Mask:
 
         ``model`` defaults to a fresh instance of the mask's architecture (``create_model``) with the
         mask's class count and input size; pass a student model to count costs on its own input size.
-        ``round_to`` defaults to the one the mask was made with (``hparams["round_to"]``, else 1).
+        ``round_to`` defaults to the one the mask was made with (``hparams["round_to"]``, else 1). Groups
+        around grouped convs keep whole units: a multiple of ``lcm(round_to, group.granularity)`` channels.
         """
         from .cost import CostModel
         from .models import create_model

@@ -296,3 +296,15 @@ def test_table_records_a_refusal_with_its_layer():
     record = _coverage_script().check_model("timm/rexnet_100", 64)
     assert record["status"] == "refused" and record["layer"].startswith("features.")
     assert "sliced" in record["reason"]
+
+
+def test_without_timm_the_names_say_how_to_install_it(monkeypatch):
+    from chipnet_zoo.models import _registry, timm_models
+
+    ns = _registry._NAMESPACES["timm/"]
+    monkeypatch.setitem(_registry._NAMESPACES, "timm/", _registry._Namespace(
+        ns.prefix, lambda: [], ns.fn, ns.input_hw, ns.missing_hint))
+    monkeypatch.setitem(_registry._NAMESPACE_CACHE, "timm/", frozenset())
+    with pytest.raises(UnknownModelError, match=r"chipnet-zoo\[timm\]"):
+        cz.create_model("timm/resnet18")
+    assert not cz.list_models("timm/*") and timm_models.INSTALL_HINT in ns.missing_hint
