@@ -13,10 +13,8 @@ gates, the cost model and the slimmer share:
   convolution group keeps the same channels (what Torch-Pruning's slimming of a grouped conv needs).
   A group's *granularity* is its unit size: it keeps a multiple of it.
 
-Whatever Torch-Pruning cannot follow exactly is refused here, naming the layer
-(:class:`~chipnet_zoo.errors.UnsupportedLayerError`): channel shuffles, channel splits and partial
-channel slices, normalisations across channels (LayerNorm, GroupNorm), per-channel parameters outside
-conv/linear/batch-norm layers.
+Whatever Torch-Pruning cannot follow exactly is refused while the graph is built, naming the layer
+(:mod:`chipnet_zoo.support`).
 """
 
 from __future__ import annotations
@@ -29,11 +27,7 @@ import torch
 from torch import nn
 
 from .errors import UnsupportedLayerError, UnsupportedModelError
-
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-#: Models whose channel ops Torch-Pruning cannot follow (channel split + shuffle).
-REFUSED_ARCH_PREFIXES = ("tv/shufflenet",)
+from .support import BN_TYPES, CONV_TYPES, check_channel_ops, check_supported, check_touched
 
 
 @dataclass
@@ -178,102 +172,6 @@ def _record_areas(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Modu
         for h in handles:
             h.remove()
     return areas
-
-
-def _check_supported(model: nn.Module) -> None:
-    arch = getattr(model, "arch_name", "") or ""
-    if arch.startswith(REFUSED_ARCH_PREFIXES) or any(
-        type(m).__name__ == "InvertedResidual" and hasattr(m, "branch1") for m in model.modules()
-    ):
-        raise UnsupportedModelError(
-            f"{arch or type(model).__name__}: ShuffleNet's channel split + shuffle cannot be pruned exactly "
-            "(Torch-Pruning's dependency graph does not follow it); choose another architecture")
-    for name, module in model.named_modules():
-        if isinstance(module, CONV_TYPES) and 1 < module.groups == module.out_channels < module.in_channels:
-            raise UnsupportedLayerError(
-                name, f"a convolution with groups == out_channels ({module.groups}) < in_channels "
-                f"({module.in_channels}) cannot be slimmed by Torch-Pruning")
-
-
-#: Modules that normalise across channels: a zeroed channel changes the others, so it is not a removed one.
-_CROSS_CHANNEL = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-_CHANNEL_NORMS = ("LayerNorm", "GroupNorm", "RmsNorm", "RMSNorm")
-
-
-def _node_name(node, names: dict[nn.Module, str], dg) -> str:
-    """The qualified name of ``node``'s module, else the nearest named layer feeding it."""
-    seen, frontier = set(), [node]
-    while frontier:
-        current = frontier.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if current.module in names:
-            return names[current.module]
-        frontier.extend(current.inputs)
-    return f"<{node.name}>"
-
-
-def _check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
-    """Refuse channel splits, unbinds and partial channel slices (their sizes are fixed in the model's
-    code, so the slimmed model would split at the wrong place; Torch-Pruning may also not finish)."""
-    import torch_pruning as tp
-
-    OP = tp.ops.OPTYPE  # noqa: N806
-    found: list[UnsupportedLayerError] = []
-    for node in dg.module2node.values():
-        if node.type not in (OP.SPLIT, OP.UNBIND, OP.SLICE):
-            continue
-        fn = node.grad_fn
-        sizes = getattr(fn, "_saved_self_sym_sizes", None)
-        dim = getattr(fn, "_saved_dim", None)
-        if sizes is None or dim is None or len(sizes) < 2:
-            continue
-        dim = dim + len(sizes) if dim < 0 else dim
-        if dim != 1:
-            continue
-        where = _node_name(node, names, dg)
-        if node.type == OP.SLICE:
-            channels = int(sizes[1])
-            start, end, step = int(fn._saved_start), int(fn._saved_end), int(fn._saved_step)
-            if start <= 0 and step == 1 and end >= channels:
-                continue  # the whole channel range (e.g. GhostNet's out[:, :out_chs])
-            found.append(UnsupportedLayerError(
-                where, f"the output is sliced to channels [{start}:{min(end, channels)}:{step}] of {channels} "
-                "(a partial residual or split with sizes fixed in the model) and cannot be pruned exactly"))
-            continue
-        what = "split (torch.split/chunk)" if node.type == OP.SPLIT else "unbound"
-        found.append(UnsupportedLayerError(
-            where, f"the output is {what} along channels into parts whose sizes are fixed in the model; "
-            "the slimmed model would split at the wrong channels"))
-    if found:  # the first in model order
-        position = {name: i for i, name in enumerate(names.values())}
-        raise min(found, key=lambda e: position.get(e.layer, len(position)))
-
-
-def _check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int, str]) -> None:
-    """Refuse pruned channels that reach a module or parameter the cost model and gates do not follow
-    (normalisations across channels first: they are the usual cause; the first in model order)."""
-    position = {m: i for i, m in enumerate(names)}
-    touched = sorted(touched, key=lambda m: position.get(m, len(position)))
-    for module in touched:
-        kind = type(module).__name__
-        if module in names and (isinstance(module, _CROSS_CHANNEL) or any(k in kind for k in _CHANNEL_NORMS)):
-            raise UnsupportedLayerError(
-                names[module], f"{kind} normalises across channels: a zeroed channel is not a removed one, "
-                "so the masked and the slimmed model would differ")
-    for module in touched:
-        if isinstance(module, nn.Parameter):
-            raise UnsupportedLayerError(
-                params.get(id(module), "<parameter>"),
-                "a parameter indexed by pruned channels outside a conv/linear/batch-norm layer "
-                "(e.g. a layer scale) is not supported")
-        if isinstance(module, CONV_TYPES + BN_TYPES + (nn.Linear,)) or module not in names:
-            continue
-        if any(True for _ in module.parameters(recurse=False)):
-            raise UnsupportedLayerError(
-                names[module], f"{type(module).__name__} has parameters on pruned channels that chipnet-zoo "
-                "does not count")
 
 
 def _lost_root_indices(dg, tp_group) -> bool:
@@ -425,7 +323,7 @@ def build_channel_graph(
     """
     import torch_pruning as tp
 
-    _check_supported(model)
+    check_supported(model)
     classifier_name = classifier_name or find_classifier_name(model)
     modules = dict(model.named_modules())
     if classifier_name not in modules:
@@ -441,7 +339,7 @@ def build_channel_graph(
     except Exception as exc:  # noqa: BLE001 - a model Torch-Pruning cannot trace is refused, not a crash
         raise UnsupportedLayerError("<model>", "Torch-Pruning's dependency graph cannot follow this model "
                                     f"({type(exc).__name__}: {exc})") from exc
-    _check_channel_ops(dg, names)
+    check_channel_ops(dg, names)
     groups: list[ChannelGroup] = []
     same_channel: list[tuple[int, int]] = []  # global channels that the slimmer removes together
     touched: dict = {}  # every module/parameter a group reaches, in order
@@ -469,7 +367,7 @@ def build_channel_graph(
                 same_channel.extend(_closure_pairs(dg, root, size, offset))
             groups.append(group)
             offset += size
-    _check_touched(touched, names, {id(p): n for n, p in model.named_parameters()})
+    check_touched(touched, names, {id(p): n for n, p in model.named_parameters()})
 
     def as_tensors(mapping: tuple[list[int], list[int]] | None) -> tuple[torch.Tensor, torch.Tensor]:
         if not mapping:
