@@ -1,7 +1,7 @@
 """Coverage table: which torchvision and timm CNNs chipnet-zoo prunes exactly, and why not the others.
 
-Every model runs in its own process (one thread) under a time limit, so a hang is recorded as a
-refusal. For each: untrained weights, random batch-norm statistics, ``ChipNetPruner`` at ``flops:0.5``
+Every model runs in its own (forked) process, one thread, under a time limit, so a hang is recorded
+(status ``timeout``) instead of stopping the table. For each: untrained weights, random batch-norm statistics, ``ChipNetPruner`` at ``flops:0.5``
 (its construction is the *set-up time*: channel graph, probe check, gates). For a supported model, a
 random-score mask at the same budget is then checked:
 
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -161,19 +160,35 @@ def check_model(name: str, size: int) -> dict:
 
 
 # --- the driver --------------------------------------------------------------------------------------
-def run_one(name: str, size: int, limit: float) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    start = time.perf_counter()
+def _child(conn, name: str, size: int) -> None:
     try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", name, "--size", str(size)], env=env,
-                              capture_output=True, text=True, timeout=limit, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "reason": f"no answer within the time limit of {limit:.0f} s", "setup_s": limit}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"status": "crashed", "reason": tail[:300], "wall_s": time.perf_counter() - start}
-    record = json.loads(lines[-1])
+        conn.send(check_model(name, size))
+    except BaseException as exc:  # noqa: BLE001 - reported as a crash of this model
+        conn.send({"status": "crashed", "reason": f"{type(exc).__name__}: {exc}"[:300]})
+    finally:
+        conn.close()
+
+
+def run_one(name: str, size: int, limit: float) -> dict:
+    """``check_model`` in a forked child (torch and timm already imported) under a time limit."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    start = time.perf_counter()
+    proc = ctx.Process(target=_child, args=(child, name, size), daemon=True)
+    proc.start()
+    child.close()
+    record = parent.recv() if parent.poll(limit) else None
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    if record is None:
+        if time.perf_counter() - start >= limit:
+            return {"status": "timeout", "reason": f"no answer within the time limit of {limit:.0f} s",
+                    "setup_s": limit}
+        return {"status": "crashed", "reason": f"the process ended with exit code {proc.exitcode}"}
     record["wall_s"] = time.perf_counter() - start
     return record
 
@@ -245,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if not args.render_only:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # untrained models only: never touch the network
+        import timm  # noqa: F401 - imported once here, inherited by every forked child
+        import torch
+
+        import chipnet_zoo.pruner  # noqa: F401
+        import chipnet_zoo.slim  # noqa: F401
+
+        torch.set_num_threads(1)
         names = {"all": None, "tv": tv_names, "timm": timm_names}.get(args.models, False)
         if names is None:
             todo = timm_names() + tv_names()
