@@ -59,9 +59,15 @@ def _group_blocks(scores: torch.Tensor, group, round_to: int) -> list[torch.Tens
     return list(units[order].flatten().split(math.lcm(round_to, t)))
 
 
-def _block_score(scores: torch.Tensor, block: torch.Tensor, granularity: int) -> float:
-    """A block's score: its weakest unit's (mean) score, so a group's blocks rank in order."""
-    return float(scores[block].double().view(-1, granularity).mean(1).min())
+def _block_scores(scores: torch.Tensor, group, round_to: int) -> list[float]:
+    """The score of each of :func:`_group_blocks`' blocks: its weakest unit's (mean) score, so a group's
+    blocks rank in order (vectorised: the last unit of each block in descending order)."""
+    t = group.granularity
+    unit_scores = scores[group.indices].double() if t == 1 else scores[group.units()].double().mean(1)
+    ranked = -torch.sort(-unit_scores, stable=True).values
+    per_block = round_to if t == 1 else math.lcm(round_to, t) // t
+    n = ranked.numel()
+    return ranked[torch.arange(per_block, n + per_block, per_block).clamp(max=n) - 1].tolist()
 
 
 def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str,
@@ -103,9 +109,10 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     prefix of every group's blocks; a fill pass then adds, in rank order, next blocks that still fit."""
     blocks: list[tuple[float, int, int, torch.Tensor]] = []  # (score, group, position, indices)
     for g, group in enumerate(cost.graph.groups):
-        for pos, block in enumerate(_group_blocks(scores, group, round_to)):
+        group_blocks = _group_blocks(scores, group, round_to)
+        for pos, (block, score) in enumerate(zip(group_blocks, _block_scores(scores, group, round_to))):
             if pos:  # the first block of every group is forced
-                blocks.append((_block_score(scores, block, group.granularity), g, pos, block))
+                blocks.append((score, g, pos, block))
     blocks.sort(key=lambda b: (-b[0], b[1], b[2]))
     if not blocks:
         return forced
@@ -116,11 +123,20 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     kept = [1] * len(cost.graph.groups)  # per group: how many of its blocks are kept (a prefix)
     for _, g, pos, _ in blocks[:k]:
         kept[g] = max(kept[g], pos + 1)
+    dense = float(cost.dense[budget.kind])
+    delta, slack = None, 0.0
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
-        if pos == kept[g]:
-            trial = _with(mask, block)
-            if _fits(trial, cost, budget):
-                mask, kept[g] = trial, pos + 1
+        if pos != kept[g]:
+            continue
+        if delta is None:  # exact single-channel costs at the current mask: their sum is a lower bound
+            keep = mask.to(torch.float64)
+            slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
+            delta = cost.marginal(keep, budget.kind)
+        if float(delta[block].sum()) > slack + _EPS * dense:
+            continue  # cannot fit: skip the exact evaluation
+        trial = _with(mask, block)
+        if _fits(trial, cost, budget):
+            mask, kept[g], delta = trial, pos + 1, None
     return mask
 
 
