@@ -136,30 +136,34 @@ def _uncounted_layer(model: nn.Module, slim: nn.Module, graph: ChannelGraph) -> 
 
 
 def check_slim(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor, slim: nn.Module,
-               example_input: torch.Tensor, cost: CostModel | None = None) -> float:
+               example_input: torch.Tensor, cost: CostModel | None = None, *, in_place: bool = False) -> float:
     """Raise :class:`InexactModelError` unless ``model`` gated with ``keep`` equals ``slim`` (outputs
     and counts) on ``example_input``; return the largest output difference.
 
-    ``model`` is the plain (ungated) model ``graph`` was built from; it is not modified.
+    ``model`` is the plain (ungated) model ``graph`` was built from; it is not modified unless
+    ``in_place`` (then it is gated with ``keep`` and left so: for a throwaway copy).
     """
     from .gates import FixedGates, attach_gates, detach_gates
 
     keep = keep.to("cpu", torch.bool)
     x = example_input[:1]
-    masked = detach_gates(copy.deepcopy(model))
+    masked = model if in_place else detach_gates(copy.deepcopy(model))
     device = next(masked.parameters()).device
     attach_gates(masked, FixedGates(graph, keep).to(device), graph)
     masked.eval()
     slim_training = slim.training
     slim.eval()
     try:
-        failure = _failing_layer(slim, x)
-        if failure is not None:
-            layer, exc = failure
+        with torch.no_grad():
+            expected = masked(x)
+            try:
+                actual = slim(x)
+            except Exception:  # noqa: BLE001 - located and reported below
+                actual = None
+        if actual is None:
+            layer, exc = _failing_layer(slim, x) or ("<model>", RuntimeError("fails only outside hooks"))
             raise InexactModelError(layer, f"the slimmed model fails here ({type(exc).__name__}: {exc}); "
                                     "an operation of the model does not follow the removed channels")
-        with torch.no_grad():
-            expected, actual = masked(x), slim(x)
         ok, diff = (_close(expected, actual) if isinstance(expected, torch.Tensor)
                     and isinstance(actual, torch.Tensor) else (False, math.nan))
         if not ok:
@@ -201,7 +205,7 @@ def verify_model(model: nn.Module, graph: ChannelGraph, example_input: torch.Ten
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning failing to slim is a refusal, not a crash
         raise InexactModelError("<model>", f"Torch-Pruning cannot slim the model "
                                 f"({type(exc).__name__}: {exc})") from exc
-    return check_slim(probe, graph, keep, slim, example_input, cost)
+    return check_slim(probe, graph, keep, slim, example_input, cost, in_place=True)
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> None:
