@@ -29,6 +29,9 @@ from torch import nn
 from .errors import UnsupportedLayerError, UnsupportedModelError
 from .support import BN_TYPES, CONV_TYPES, check_channel_ops, check_supported, check_touched
 
+#: Seconds Torch-Pruning may take to build the channel groups before the model is refused (a hang guard).
+GROUPS_TIME_LIMIT_S = 60.0
+
 
 @dataclass
 class ChannelGroup:
@@ -209,6 +212,43 @@ def _closure_pairs(dg, root: nn.Module, size: int, offset: int,
     return pairs
 
 
+class _GroupsTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Refuse instead of hanging when Torch-Pruning does not finish reading the groups (it can loop for
+    minutes on channel reshapes it cannot follow, e.g. ECA attention's conv over the channel axis).
+    Uses SIGALRM, so only in the main thread on POSIX; elsewhere there is no limit."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise _GroupsTimeout
+
+    import time
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    pending, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
+    try:
+        yield
+    except _GroupsTimeout:
+        raise UnsupportedLayerError(
+            "<model>", f"Torch-Pruning did not finish building the channel groups within {seconds:g} s "
+            "(a channel operation it cannot follow, e.g. a reshape that moves channels to another axis)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if pending:  # give back the caller's own alarm
+            signal.setitimer(signal.ITIMER_REAL, max(pending - (time.monotonic() - start), 1e-3))
+
+
 @contextlib.contextmanager
 def _index_maps_computed_once(dg):
     """Torch-Pruning recomputes every index map (concatenations, splits, flattens) at each
@@ -346,7 +386,7 @@ def build_channel_graph(
     out_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     in_maps: dict[nn.Module, tuple[list[int], list[int]]] = {}
     offset = 0
-    with _index_maps_computed_once(dg):
+    with _index_maps_computed_once(dg), _time_limit(GROUPS_TIME_LIMIT_S):
         for tp_group in dg.get_all_groups(ignored_layers=[classifier]):
             root = tp_group[0].dep.target.module
             size = dg.get_out_channels(root)

@@ -308,3 +308,14 @@ def test_without_timm_the_names_say_how_to_install_it(monkeypatch):
     with pytest.raises(UnknownModelError, match=r"chipnet-zoo\[timm\]"):
         cz.create_model("timm/resnet18")
     assert not cz.list_models("timm/*") and timm_models.INSTALL_HINT in ns.missing_hint
+
+
+def test_a_hang_in_torch_pruning_becomes_a_refusal(monkeypatch):
+    import chipnet_zoo.groups as groups
+
+    monkeypatch.setattr(groups, "GROUPS_TIME_LIMIT_S", 2.0)
+    model = cz.create_model("timm/ecaresnet50d", num_classes=10)  # ECA: a conv over the channel axis
+    start = time.perf_counter()
+    with pytest.raises(UnsupportedLayerError, match="did not finish building the channel groups within 2 s"):
+        cz.ChipNetPruner(model, "flops:0.5", example_input=torch.randn(1, 3, 32, 32))
+    assert time.perf_counter() - start < 30
