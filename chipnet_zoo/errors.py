@@ -19,9 +19,11 @@ class BudgetError(ChipNetZooError, ValueError):
 class UnreachableBudgetError(BudgetError):
     """The target is below the smallest ratio the model can reach (every group keeps >= 1 channel)."""
 
-    def __init__(self, kind: str, target: float, smallest: float, round_to: int = 1):
+    def __init__(self, kind: str, target: float, smallest: float, round_to: int = 1, tied: bool = False):
         self.kind, self.target, self.smallest = kind, target, smallest
         keeps = "at least one channel" if round_to == 1 else f"at least {round_to} channels (round_to)"
+        if tied:
+            keeps += ", groups around grouped convolutions one unit of channels across the conv groups"
         super().__init__(
             f"{kind} budget {target:g} is unreachable: the smallest achievable {kind} ratio for this "
             f"model is {smallest:.6g} (every channel group keeps {keeps})"

@@ -97,7 +97,8 @@ class ChipNetPruner:
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),
                                                                        self.cost, self.round_to).double()))
         if smallest > self.budget.value + 1e-12:
-            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to)
+            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to,
+                                         self.graph.tied)
         device = next(model.parameters()).device
         self.gates = ChipNetGates(self.graph, init_scale, self.schedule, group_normalize).to(device)
         attach_gates(model, self.gates, self.graph)

@@ -92,7 +92,7 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     forced = smallest_mask(scores, cost, round_to)
     smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
     if smallest > budget.value + _EPS:
-        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to)
+        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to, cost.graph.tied)
     if round_to > 1 or cost.graph.tied:
         return _threshold_blocks(scores, cost, budget, round_to, forced)
     # rank: descending score, ties by ascending index (stable sort on the negated scores)

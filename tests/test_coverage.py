@@ -319,3 +319,11 @@ def test_a_hang_in_torch_pruning_becomes_a_refusal(monkeypatch):
     with pytest.raises(UnsupportedLayerError, match="did not finish building the channel groups within 2 s"):
         cz.ChipNetPruner(model, "flops:0.5", example_input=torch.randn(1, 3, 32, 32))
     assert time.perf_counter() - start < 30
+
+
+def test_unreachable_budget_names_the_units():
+    from chipnet_zoo.errors import UnreachableBudgetError
+
+    with pytest.raises(UnreachableBudgetError, match="one unit of channels across the conv groups"):
+        cz.ChipNetPruner(cz.create_model("tv/regnet_x_400mf", num_classes=10), "flops:0.001",
+                         example_input=torch.randn(1, 3, 32, 32), check=False)
