@@ -221,6 +221,21 @@ def render(results: dict[str, dict], size: int) -> str:
              "groups of a grouped convolution), the cost model's parameters and MACs equal the slimmed model's, "
              "and the masked and slimmed outputs agree (max |Δ| ≤ 1e-4 relative to max(1, |output|)). "
              "Refused models name the layer and the reason (`chipnet_zoo.errors.UnsupportedLayerError`).", ""]
+    if timm:
+        lines += ["## timm families", "",
+                  "The sample: for each family named in issue 12, its common variants; *Other* adds SelecSLS, "
+                  "DarkNet, VoVNet, Inception, Xception and families known to be hard (dual-path, Res2Net, "
+                  "selective-kernel, split-attention, NF and EvoNorm nets). Every model tried is listed.", "",
+                  "| family | supported exactly | refused (or over the time limit) |", "|---|---:|---|"]
+        for family in TIMM_FAMILIES:
+            members = {k: v for k, v in timm.items() if family_of(k) == family}
+            if not members:
+                continue
+            ok = sum(v.get("status") == "supported" and bool(v.get("exact")) for v in members.values())
+            others = ", ".join(f"`{k.split('/', 1)[1]}`" for k, v in sorted(members.items())
+                               if not (v.get("status") == "supported" and v.get("exact")))
+            lines.append(f"| {family} | {ok} of {len(members)} | {others} |")
+        lines.append("")
     for title, part in (("timm", timm), ("torchvision", tv)):
         if not part:
             continue
