@@ -223,7 +223,7 @@ def render(results: dict[str, dict], size: int) -> str:
              "Refused models name the layer and the reason (`chipnet_zoo.errors.UnsupportedLayerError`).", ""]
     if timm:
         lines += ["## timm families", "",
-                  "The sample: for each family named in issue 12, its common variants; *Other* adds SelecSLS, "
+                  "The sample: for each family below, its common variants; *Other* adds SelecSLS, "
                   "DarkNet, VoVNet, Inception, Xception and families known to be hard (dual-path, Res2Net, "
                   "selective-kernel, split-attention, NF and EvoNorm nets). Every model tried is listed.", "",
                   "| family | supported exactly | refused (or over the time limit) |", "|---|---:|---|"]
