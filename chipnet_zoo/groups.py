@@ -27,7 +27,14 @@ import torch
 from torch import nn
 
 from .errors import UnsupportedLayerError, UnsupportedModelError
-from .support import BN_TYPES, CONV_TYPES, check_channel_ops, check_supported, check_touched
+from .support import (
+    BN_TYPES,
+    CONV_TYPES,
+    check_channel_ops,
+    check_norms_in_graph,
+    check_supported,
+    check_touched,
+)
 
 #: Seconds Torch-Pruning may take to build the channel groups before the model is refused (a hang guard).
 GROUPS_TIME_LIMIT_S = 60.0
@@ -379,6 +386,7 @@ def build_channel_graph(
     except Exception as exc:  # noqa: BLE001 - a model Torch-Pruning cannot trace is refused, not a crash
         raise UnsupportedLayerError("<model>", "Torch-Pruning's dependency graph cannot follow this model "
                                     f"({type(exc).__name__}: {exc})") from exc
+    check_norms_in_graph(dg, names)
     check_channel_ops(dg, names)
     groups: list[ChannelGroup] = []
     same_channel: list[tuple[int, int]] = []  # global channels that the slimmer removes together

@@ -48,8 +48,8 @@ _CROSS_CHANNEL = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 _CHANNEL_NORMS = ("LayerNorm", "GroupNorm", "RmsNorm", "RMSNorm")
 
 
-def _node_name(node, names: dict[nn.Module, str], dg) -> str:
-    """The qualified name of ``node``'s module, else the nearest named layer feeding it."""
+def _nearest_layer(node, names: dict[nn.Module, str]) -> tuple[str, nn.Module | None]:
+    """The qualified name (and module) of ``node``'s module, else of the nearest named layer feeding it."""
     seen, frontier = set(), [node]
     while frontier:
         current = frontier.pop(0)
@@ -57,9 +57,17 @@ def _node_name(node, names: dict[nn.Module, str], dg) -> str:
             continue
         seen.add(id(current))
         if current.module in names:
-            return names[current.module]
+            return names[current.module], current.module
         frontier.extend(current.inputs)
-    return f"<{node.name}>"
+    return f"<{node.name}>", None
+
+
+def _channels(module: nn.Module | None) -> int | None:
+    for attr in ("out_channels", "num_features", "out_features", "num_channels"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    shape = getattr(module, "normalized_shape", None)  # LayerNorm: the channels are its last dim
+    return int(shape[-1]) if shape else None
 
 
 def check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
@@ -80,7 +88,9 @@ def check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
         dim = dim + len(sizes) if dim < 0 else dim
         if dim != 1:
             continue
-        where = _node_name(node, names, dg)
+        where, layer = _nearest_layer(node, names)
+        if _channels(layer) not in (None, int(sizes[1])):
+            continue  # dim 1 is not that layer's channels (channels-last tensors, e.g. Swin's windows)
         if node.type == OP.SLICE:
             channels = int(sizes[1])
             start, end, step = int(fn._saved_start), int(fn._saved_end), int(fn._saved_step)
@@ -99,17 +109,27 @@ def check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
         raise min(found, key=lambda e: position.get(e.layer, len(position)))
 
 
-def check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int, str]) -> None:
-    """Refuse pruned channels that reach a module or parameter the cost model and gates do not follow
-    (normalisations across channels first: they are the usual cause; the first in model order)."""
+def _check_norms(modules, names: dict[nn.Module, str]) -> None:
+    """Refuse the first (in model order) of ``modules`` that normalises across channels."""
     position = {m: i for i, m in enumerate(names)}
-    touched = sorted(touched, key=lambda m: position.get(m, len(position)))
-    for module in touched:
+    for module in sorted((m for m in modules if m in names), key=lambda m: position[m]):
         kind = type(module).__name__
-        if module in names and (isinstance(module, _CROSS_CHANNEL) or any(k in kind for k in _CHANNEL_NORMS)):
+        if isinstance(module, _CROSS_CHANNEL) or any(k in kind for k in _CHANNEL_NORMS):
             raise UnsupportedLayerError(
                 names[module], f"{kind} normalises across channels: a zeroed channel is not a removed one, "
                 "so the masked and the slimmed model would differ")
+
+
+def check_norms_in_graph(dg, names: dict[nn.Module, str]) -> None:
+    """Before the groups are built (Torch-Pruning can take minutes on transformer-style graphs): refuse a
+    normalisation across channels (LayerNorm, GroupNorm, RMSNorm) that the traced forward pass uses."""
+    _check_norms(dg.module2node, names)
+
+
+def check_touched(touched: dict, names: dict[nn.Module, str], params: dict[int, str]) -> None:
+    """Refuse pruned channels that reach a module or parameter the cost model and gates do not follow
+    (normalisations across channels first: they are the usual cause; the first in model order)."""
+    _check_norms(touched, names)
     for module in touched:
         if isinstance(module, nn.Parameter):
             raise UnsupportedLayerError(
