@@ -409,6 +409,10 @@ def build_channel_graph(
                 target = out_maps if is_out else in_maps
                 local, glob = target.setdefault(module, ([], []))
                 for idx, root_idx in zip(item.idxs, item.root_idxs):
+                    if idx is None or root_idx is None:
+                        raise UnsupportedLayerError(
+                            names[module], "Torch-Pruning cannot map this layer's channels to its group "
+                            f"{group.name!r} (an operation before it that its index maps do not follow)")
                     local.append(int(idx))
                     glob.append(offset + int(root_idx))
             if _lost_root_indices(dg, tp_group) or _closure_pairs(dg, root, size, offset, (0, size - 1)):

@@ -45,7 +45,7 @@ def check_supported(model: nn.Module) -> None:
 
 #: Modules that normalise across channels: a zeroed channel changes the others, so it is not a removed one.
 _CROSS_CHANNEL = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-_CHANNEL_NORMS = ("LayerNorm", "GroupNorm", "RmsNorm", "RMSNorm")
+_CHANNEL_NORMS = ("LayerNorm", "GroupNorm", "RmsNorm", "RMSNorm", "EvoNorm2dS")
 
 
 def _nearest_layer(node, names: dict[nn.Module, str]) -> tuple[str, nn.Module | None]:
@@ -93,7 +93,8 @@ def check_channel_ops(dg, names: dict[nn.Module, str]) -> None:
             continue  # dim 1 is not that layer's channels (channels-last tensors, e.g. Swin's windows)
         if node.type == OP.SLICE:
             channels = int(sizes[1])
-            start, end, step = int(fn._saved_start), int(fn._saved_end), int(fn._saved_step)
+            start, end, step = (getattr(fn, f"_saved_{k}", None) for k in ("start", "end", "step"))
+            start, end, step = int(start or 0), channels if end is None else int(end), int(step or 1)
             if start <= 0 and step == 1 and end >= channels:
                 continue  # the whole channel range (e.g. GhostNet's out[:, :out_chs])
             found.append(UnsupportedLayerError(
