@@ -56,6 +56,7 @@ def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
         root = modules[group.name]
         fn = dg.get_pruner_of_module(root).prune_out_channels
         dg.get_pruning_group(root, fn, pruned).prune()
+    _adapt_fixed_filters(slim)
     slim.train(was_training)
     if check:
         from .verify import check_slim
@@ -63,6 +64,17 @@ def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
         check_slim(detach_gates(_plain(model)), graph, keep, slim, example_input.to(
             next(slim.parameters()).device))
     return slim
+
+
+def _adapt_fixed_filters(model: nn.Module) -> None:
+    """timm's ``BlurPool2d`` holds one fixed blur filter per channel (all equal) and its channel count;
+    Torch-Pruning changes neither. Let it adapt to the channels that remain (exactly the same blur)."""
+    for module in model.modules():
+        filt = getattr(module, "filt", None)
+        if (type(module).__name__ == "BlurPool2d" and isinstance(getattr(module, "channels", None), int)
+                and isinstance(filt, torch.Tensor) and bool((filt == filt[:1]).all())):
+            module.channels = None
+            module.filt = filt[:1].clone()
 
 
 def _plain(model: nn.Module) -> nn.Module:

@@ -284,7 +284,7 @@ def _coverage_script():
 
 
 @pytest.mark.parametrize("arch", ["timm/mobilenetv3_small_100", "timm/regnetx_002", "timm/ghostnet_100",
-                                  "tv/googlenet", "tv/efficientnet_b0"])
+                                  "tv/googlenet", "tv/efficientnet_b0", "timm/resnetblur18"])
 def test_table_checks_on_a_fast_subset(arch):
     record = _coverage_script().check_model(arch, 64)
     assert record["status"] == "supported", record
