@@ -16,6 +16,9 @@ Each baseline is just another per-channel score over the global channel vector o
     >>> mask.metadata["method"], mask.ratios["flops"] <= 0.25
     ('l1', True)
 
+Around grouped convs (RegNet, ResNeXt) the thresholding keeps whole units (one channel per conv group,
+ranked by their mean score), so every baseline respects the same per-conv-group constraint as ChipNet.
+
 ``direct`` (ChipNet on the student itself) is not a score: it is the pipeline's prune + finetune runs
 (see :mod:`chipnet_zoo.experiment`).
 """

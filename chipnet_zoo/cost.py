@@ -42,9 +42,11 @@ class CostModel:
         self._depthwise = torch.tensor([x.depthwise for x in layers])
         # weights per (out, in) pair: kernel size for convs, 1 for linear; 0 for BN
         self._kernel = torch.tensor([x.kernel if k != "bn" else 0 for x, k in zip(layers, kind)], dtype=f64)
-        # grouped (depthwise) convs: in-channels per group stay fixed
+        # depthwise convs: one input per output, fixed
         self._in_per_group = torch.tensor(
             [x.in_channels // x.conv_groups if k == "conv" else 0 for x, k in zip(layers, kind)], dtype=f64)
+        # grouped convs: each output reads n_in / groups inputs (groups stay fixed; units keep n_in divisible)
+        self._conv_groups = torch.tensor([float(x.conv_groups) if x.grouped else 1.0 for x in layers], dtype=f64)
         self._bias = torch.tensor([float(x.has_bias) for x in layers], dtype=f64)
         self._bn_affine = torch.tensor([2.0 * (k == "bn" and x.affine) for x, k in zip(layers, kind)], dtype=f64)
         self._area = torch.tensor([x.area for x in layers], dtype=f64)
@@ -77,8 +79,8 @@ class CostModel:
         """Absolute channels, volume, params and MACs for the keep vector."""
         c = self._consts(keep)
         n_out, n_in = self.layer_counts(keep)
-        # depthwise convs keep one input per output; other convs/linears use the kept inputs
-        in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in)
+        # depthwise convs keep one input per output; other convs/linears use the kept inputs (per conv group)
+        in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in / c["_conv_groups"])
         weights = n_out * in_eff * c["_kernel"]
         params = (weights + c["_bias"] * n_out + c["_bn_affine"] * n_out).sum() + self.other_params
         macs = (weights * c["_area"])[c["_is_mac"]].sum()
@@ -98,17 +100,17 @@ class CostModel:
         """
         c = self._consts(keep)
         n_out, n_in = self.layer_counts(keep)
-        in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in)
+        in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in / c["_conv_groups"])
         if kind == "channels":
             per_out, per_in = c["_counted"].to(keep.dtype), None
         elif kind == "volume":
             per_out, per_in = c["_counted"].to(keep.dtype) * c["_area"], None
         elif kind == "params":
             per_out = c["_kernel"] * in_eff + c["_bias"] + c["_bn_affine"]
-            per_in = c["_kernel"] * n_out
+            per_in = c["_kernel"] * n_out / c["_conv_groups"]
         else:  # flops
             mac = c["_is_mac"].to(keep.dtype) * c["_area"] * c["_kernel"]
-            per_out, per_in = mac * in_eff, mac * n_out
+            per_out, per_in = mac * in_eff, mac * n_out / c["_conv_groups"]
         delta = torch.zeros_like(keep).index_add(0, c["_out_idx"], per_out[c["_out_seg"]])
         if per_in is not None:
             delta = delta.index_add(0, c["_in_idx"], per_in[c["_in_seg"]])

@@ -19,11 +19,14 @@ class BudgetError(ChipNetZooError, ValueError):
 class UnreachableBudgetError(BudgetError):
     """The target is below the smallest ratio the model can reach (every group keeps >= 1 channel)."""
 
-    def __init__(self, kind: str, target: float, smallest: float, round_to: int = 1, min_keep: float = 0.0):
+    def __init__(self, kind: str, target: float, smallest: float, round_to: int = 1, min_keep: float = 0.0,
+                 tied: bool = False):
         self.kind, self.target, self.smallest = kind, target, smallest
         keeps = "at least one channel" if round_to == 1 else f"at least {round_to} channels (round_to)"
         if min_keep:
             keeps += f" and at least {min_keep:g} of its channels (min_keep)"
+        if tied:
+            keeps += ", groups around grouped convolutions one unit of channels across the conv groups"
         super().__init__(
             f"{kind} budget {target:g} is unreachable: the smallest achievable {kind} ratio for this "
             f"model is {smallest:.6g} (every channel group keeps {keeps})"
@@ -36,7 +39,34 @@ class UnknownModelError(ChipNetZooError, ValueError):
 
 
 class UnsupportedModelError(ChipNetZooError, ValueError):
-    """A model that chipnet-zoo cannot prune exactly (e.g. channel shuffle, grouped convs)."""
+    """A model that chipnet-zoo cannot prune exactly (e.g. channel shuffle, LayerNorm over channels)."""
+
+
+class UnsupportedLayerError(UnsupportedModelError):
+    """One layer (or operation) of the model that cannot be pruned exactly.
+
+    Attributes:
+        layer: qualified name of the layer (for an unnamed operation: the nearest named layer feeding it).
+        reason: why that layer cannot be pruned exactly.
+    """
+
+    def __init__(self, layer: str, reason: str):
+        self.layer, self.reason = layer, reason
+        super().__init__(f"layer {layer!r}: {reason}")
+
+
+class InexactModelError(UnsupportedLayerError):
+    """The masked and the slimmed model disagree (outputs or counts), or the slimmed model fails.
+
+    Raised by the exactness check that :class:`~chipnet_zoo.ChipNetPruner` runs at construction and
+    :func:`~chipnet_zoo.slim.slim_model` runs before it returns. ``layer`` is the first layer whose kept
+    outputs differ (or where the slimmed model fails); ``max_abs_diff`` the largest output difference
+    (``nan`` when it failed or the counts differ).
+    """
+
+    def __init__(self, layer: str, reason: str, max_abs_diff: float = float("nan")):
+        self.max_abs_diff = max_abs_diff
+        super().__init__(layer, reason)
 
 
 class MaskMismatchError(ChipNetZooError, ValueError):

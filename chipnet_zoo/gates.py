@@ -200,14 +200,25 @@ class FixedGates(_GateBase):
 
 
 # --- attaching gates to a model -------------------------------------------------------------------
+_PLAIN_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward)
+
+
 class _GatedForward:
-    """Replaces a consumer's ``forward``: the weight is scaled by the gate of each input channel."""
+    """Replaces a consumer's ``forward``: the weight is scaled by the gate of each input channel.
+
+    Grouped convs (whose weight holds one slice of inputs per conv group) and layers with their own
+    ``forward`` (e.g. timm's same-padding conv) get the gate on the input activation instead.
+    """
 
     def __init__(self, module: nn.Module, gates: _GateBase, name: str):
         self.module, self.gates, self.name = module, gates, name
+        self.gate_input = getattr(module, "groups", 1) > 1 or type(module).forward not in _PLAIN_FORWARDS
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m, g = self.module, self.gates.input_gate(self.name)
+        if self.gate_input:
+            shape = (1, -1, *([1] * (x.dim() - 2))) if isinstance(m, CONV_TYPES) else (-1,)
+            return type(m).forward(m, x * g.view(shape).to(x.dtype))
         w = m.weight * g.view(1, -1, *([1] * (m.weight.dim() - 2))).to(m.weight.dtype)
         if isinstance(m, CONV_TYPES):
             return m._conv_forward(x, w, m.bias)

@@ -252,7 +252,8 @@ class Mask:
         ``model`` defaults to a fresh instance of the mask's architecture (``create_model``) with the
         mask's class count and input size; pass a student model to count costs on its own input size.
         ``round_to``, ``min_keep`` and ``floor`` default to the ones the mask was made with (``hparams``, else
-        1, 0 and 0); a ``floor`` is relative to the budget, so it is recomputed for the new one.
+        1, 0 and 0); a ``floor`` is relative to the budget, so it is recomputed for the new one. Groups
+        around grouped convs keep whole units: a multiple of ``lcm(round_to, group.granularity)`` channels.
         """
         from .cost import CostModel
         from .models import create_model

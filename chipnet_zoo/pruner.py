@@ -21,6 +21,7 @@ from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, det
 from .groups import build_channel_graph
 from .mask import Mask
 from .threshold import check_min_keep, check_round_to, floor_fraction, smallest_mask, threshold_scores
+from .verify import verify_model
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
@@ -95,7 +96,8 @@ class ChipNetPruner:
             by the soft cost, yet fully used — and the thresholded mask (which keeps ≥ 1 channel per
             group) then collapses the network. ``False`` is the authors' gate.
         round_to: every group keeps a multiple of this many channels (or all of them); 8 or 16
-            makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md).
+            makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md). Groups
+            around grouped convs keep a multiple of ``lcm(round_to, group.granularity)`` channels.
         min_keep: every group keeps at least this fraction of its channels (an absolute width floor).
         floor: a width floor relative to the budget: every group keeps at least the width of a uniformly
             thinned model that spends this share of the budget (:func:`~chipnet_zoo.threshold.floor_fraction`);
@@ -103,6 +105,13 @@ class ChipNetPruner:
             high-resolution groups first and the network runs through a 1-channel stem
             (docs/benchmarks.md, "Where the channels go"). Default :data:`DEFAULT_FLOOR`; ``0`` is the
             authors' allocation.
+        check: before gating, slim the model with a probe mask and check masked == slimmed (outputs
+            and counts) on ``example_input`` (:func:`chipnet_zoo.verify.verify_model`).
+
+    Raises:
+        UnsupportedLayerError: a layer or channel operation that cannot be pruned exactly (named), found
+            by the channel graph or (``InexactModelError``) by the probe.
+        UnreachableBudgetError: the budget is below the smallest reachable ratio.
 
     Example:
         >>> import torch, chipnet_zoo as cz
@@ -116,7 +125,7 @@ class ChipNetPruner:
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
                  group_normalize: bool = True, round_to: int = 1, min_keep: float = 0.0,
-                 floor: float = DEFAULT_FLOOR):
+                 floor: float = DEFAULT_FLOOR, check: bool = True):
         self.budget = Budget.parse(budget)
         self.round_to = check_round_to(round_to)
         self.min_keep = check_min_keep(min_keep)
@@ -128,11 +137,14 @@ class ChipNetPruner:
         detach_gates(model)
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
         self.cost = CostModel(self.graph)
+        if check:
+            verify_model(model, self.graph, self.example_input, self.cost)
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),
                                                                        self.cost, self.round_to, self.min_keep).double()))
         # a budget-relative floor always fits (it spends a share of the budget); an absolute one may not
         if smallest > self.budget.value + 1e-12:
-            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to, self.min_keep)
+            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to,
+                                         self.min_keep, self.graph.tied)
         device = next(model.parameters()).device
         # how many channels of each group the width floor keeps (the soft budget counts them as kept)
         floor_keep = smallest_mask(torch.zeros(self.graph.num_channels), self.cost, self.round_to,

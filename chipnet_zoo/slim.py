@@ -16,14 +16,21 @@ from .groups import ChannelGraph
 
 
 def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
-               example_input: torch.Tensor) -> nn.Module:
+               example_input: torch.Tensor, check: bool = True) -> nn.Module:
     """Return a slimmed deep copy of ``model``; ``model`` itself is not modified.
 
     Args:
         model: the model ``graph`` was built from (gates, if attached, are dropped from the copy).
         graph: its channel graph.
-        keep: boolean keep-mask over the graph's global channels (every group keeps >= 1 channel).
+        keep: boolean keep-mask over the graph's global channels (every group keeps >= 1 channel, and
+            whole units where a group is tied by grouped convs).
         example_input: an input the model accepts (used to trace the copy).
+        check: compare the slimmed model with the masked one on ``example_input`` first
+            (:func:`chipnet_zoo.verify.check_slim`).
+
+    Raises:
+        InexactModelError: ``check`` found that the slimmed model differs from the masked one.
+        ValueError: a group would lose all channels, or a tied unit is only partly kept.
     """
     import torch_pruning as tp
 
@@ -41,8 +48,36 @@ def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
             continue
         if len(pruned) == group.size:
             raise ValueError(f"group {group.name!r} would lose all {group.size} channels")
+        if group.tied is not None:
+            unit_keep = keep[group.tied]
+            if bool((unit_keep.any(1) & ~unit_keep.all(1)).any()):
+                raise ValueError(f"group {group.name!r} is tied by grouped convolutions in units of "
+                                 f"{group.granularity} channels; the mask keeps part of a unit")
         root = modules[group.name]
         fn = dg.get_pruner_of_module(root).prune_out_channels
         dg.get_pruning_group(root, fn, pruned).prune()
+    _adapt_fixed_filters(slim)
     slim.train(was_training)
+    if check:
+        from .verify import check_slim
+
+        check_slim(detach_gates(_plain(model)), graph, keep, slim, example_input.to(
+            next(slim.parameters()).device))
     return slim
+
+
+def _adapt_fixed_filters(model: nn.Module) -> None:
+    """timm's ``BlurPool2d`` holds one fixed blur filter per channel (all equal) and its channel count;
+    Torch-Pruning changes neither. Let it adapt to the channels that remain (exactly the same blur)."""
+    for module in model.modules():
+        filt = getattr(module, "filt", None)
+        if (type(module).__name__ == "BlurPool2d" and isinstance(getattr(module, "channels", None), int)
+                and isinstance(filt, torch.Tensor) and bool((filt == filt[:1]).all())):
+            module.channels = None
+            module.filt = filt[:1].clone()
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    from .gates import has_gates
+
+    return copy.deepcopy(model) if has_gates(model) else model

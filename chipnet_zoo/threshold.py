@@ -10,6 +10,11 @@ mask is as close to the budget as the channel granularity allows.
 pruning becomes a block of ``r`` channels of one group, taken in score order. CPU and GPU kernels
 run much closer to their ideal speed on such widths (docs/benchmarks.md); the ratio is still a ceiling,
 only coarser.
+
+Groups around grouped convolutions (RegNet, ResNeXt) keep channels in *units*, one channel at the same
+position of every convolution group (``group.granularity`` channels, see :mod:`chipnet_zoo.groups`);
+a unit's score is the mean of its channels'. Such a group keeps a multiple of
+``lcm(round_to, granularity)`` channels (or all of them): that is the granularity of the budget there.
 """
 
 from __future__ import annotations
@@ -40,9 +45,15 @@ def check_min_keep(min_keep: float) -> float:
     return float(min_keep)
 
 
+def block_size(group, round_to: int = 1) -> int:
+    """The channels of one block of ``group``: ``round_to``, or ``lcm(round_to, granularity)`` for a group
+    of tied units (around grouped convs)."""
+    return round_to if group.granularity == 1 else math.lcm(round_to, group.granularity)
+
+
 def forced_blocks(group_size: int, round_to: int = 1, min_keep: float = 0.0) -> int:
-    """How many leading blocks of ``round_to`` channels a group of ``group_size`` always keeps: enough for
-    ``ceil(min_keep · group_size)`` channels, and at least one block."""
+    """How many leading blocks of ``round_to`` channels (a group's :func:`block_size`) a group of
+    ``group_size`` always keeps: enough for ``ceil(min_keep · group_size)`` channels, and at least one."""
     need = max(1, math.ceil(min_keep * group_size - 1e-9))
     return max(1, min(math.ceil(need / round_to), math.ceil(group_size / round_to)))
 
@@ -55,14 +66,23 @@ def floor_fraction(cost: CostModel, budget: Budget | str, share: float, round_to
     budget = Budget.parse(budget)
     if share <= 0:
         return 0.0
-    limit = share * budget.value
-    groups = cost.graph.groups
+    cache = cost.__dict__.setdefault("_floor_fractions", {})  # thresholding calls this often, same answer
+    key = (budget, float(share), int(round_to))
+    if key not in cache:
+        cache[key] = _floor_fraction(cost, budget, share, round_to)
+    return cache[key]
 
-    def fits(w: float) -> bool:  # the ratio depends only on how many channels each group keeps
+
+def _floor_fraction(cost: CostModel, budget: Budget, share: float, round_to: int) -> float:
+    limit = share * budget.value
+    zeros = torch.zeros(cost.graph.num_channels, dtype=torch.float64)
+    # each group's blocks in one fixed order (the ratio depends only on how many blocks a group keeps)
+    groups = [(g.size, block_size(g, round_to), _group_blocks(zeros, g, round_to)) for g in cost.graph.groups]
+
+    def fits(w: float) -> bool:
         keep = torch.zeros(cost.graph.num_channels, dtype=torch.float64)
-        for group in groups:
-            n = min(group.size, forced_blocks(group.size, round_to, w) * round_to)
-            keep[group.offset:group.offset + n] = 1.0
+        for size, block, blocks in groups:
+            keep[torch.cat(blocks[:forced_blocks(size, block, w)])] = 1.0
         return float(cost.ratio(budget.kind, keep)) <= limit + _EPS
 
     if not fits(0.0):
@@ -80,15 +100,32 @@ def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: int = 1, min_
     forced = torch.zeros(scores.numel(), dtype=torch.bool)
     for group in cost.graph.groups:
         blocks = _group_blocks(scores, group, round_to)
-        forced[torch.cat(blocks[:forced_blocks(group.size, round_to, min_keep)])] = True
+        forced[torch.cat(blocks[:forced_blocks(group.size, block_size(group, round_to), min_keep)])] = True
     return forced
 
 
 def _group_blocks(scores: torch.Tensor, group, round_to: int) -> list[torch.Tensor]:
     """A group's channels (global indices) in descending score order (ties by index), cut into blocks
-    of ``round_to``."""
-    local = torch.sort(-scores[group.indices].double(), stable=True).indices
-    return list((local + group.offset).split(round_to))
+    of ``round_to``. With tied units (grouped convs) the units are ranked by their mean score and a
+    block is ``lcm(round_to, granularity)`` channels of whole units."""
+    t = group.granularity
+    if t == 1:
+        local = torch.sort(-scores[group.indices].double(), stable=True).indices
+        return list((local + group.offset).split(round_to))
+    units = group.units()
+    order = torch.sort(-scores[units].double().mean(1), stable=True).indices
+    return list(units[order].flatten().split(math.lcm(round_to, t)))
+
+
+def _block_scores(scores: torch.Tensor, group, round_to: int) -> list[float]:
+    """The score of each of :func:`_group_blocks`' blocks: its weakest unit's (mean) score, so a group's
+    blocks rank in order (vectorised: the last unit of each block in descending order)."""
+    t = group.granularity
+    unit_scores = scores[group.indices].double() if t == 1 else scores[group.units()].double().mean(1)
+    ranked = -torch.sort(-unit_scores, stable=True).values
+    per_block = round_to if t == 1 else math.lcm(round_to, t) // t
+    n = ranked.numel()
+    return ranked[torch.arange(per_block, n + per_block, per_block).clamp(max=n) - 1].tolist()
 
 
 def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str,
@@ -99,9 +136,10 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
         scores: one score per global channel (higher = more important), e.g. ChipNet's gate z.
         cost: the model's cost model.
         budget: the budget, e.g. ``Budget("flops", 0.25)`` or ``"flops:0.25"``.
-        round_to: keep a multiple of this many channels per group (or the whole group).
+        round_to: keep a multiple of this many channels per group (or the whole group); groups around
+            grouped convs keep a multiple of ``lcm(round_to, group.granularity)``.
         min_keep: every group keeps at least this fraction of its channels (its best-scoring ones),
-            a width floor; ``0`` keeps at least one channel.
+            a width floor; ``0`` keeps at least one channel (unit).
         floor: a width floor relative to the budget (see :func:`floor_fraction`): every group keeps at
             least the width of a uniformly thinned model that spends this share of the budget.
 
@@ -118,8 +156,8 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     forced = smallest_mask(scores, cost, round_to, min_keep)
     smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
     if smallest > budget.value + _EPS:
-        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to, min_keep)
-    if round_to > 1:
+        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to, min_keep, cost.graph.tied)
+    if round_to > 1 or cost.graph.tied:
         return _threshold_blocks(scores, cost, budget, round_to, forced, min_keep)
     # rank: descending score, ties by ascending index (stable sort on the negated scores)
     order = torch.sort(-scores, stable=True).indices
@@ -136,10 +174,11 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     blocks: list[tuple[float, int, int, torch.Tensor]] = []  # (score, group, position, indices)
     kept = []  # per group: how many of its blocks are kept (a prefix); the forced ones first
     for g, group in enumerate(cost.graph.groups):
-        kept.append(forced_blocks(group.size, round_to, min_keep))
-        for pos, block in enumerate(_group_blocks(scores, group, round_to)):
+        kept.append(forced_blocks(group.size, block_size(group, round_to), min_keep))
+        group_blocks = _group_blocks(scores, group, round_to)
+        for pos, (block, score) in enumerate(zip(group_blocks, _block_scores(scores, group, round_to))):
             if pos >= kept[g]:  # the leading blocks of every group are forced
-                blocks.append((float(scores[block].min()), g, pos, block))
+                blocks.append((score, g, pos, block))
     blocks.sort(key=lambda b: (-b[0], b[1], b[2]))
     if not blocks:
         return forced
@@ -149,11 +188,20 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     mask = _with(forced, ranked[:ends[k - 1]]) if k else forced
     for _, g, pos, _ in blocks[:k]:
         kept[g] = max(kept[g], pos + 1)
+    dense = float(cost.dense[budget.kind])
+    delta, slack = None, 0.0
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
-        if pos == kept[g]:
-            trial = _with(mask, block)
-            if _fits(trial, cost, budget):
-                mask, kept[g] = trial, pos + 1
+        if pos != kept[g]:
+            continue
+        if delta is None:  # exact single-channel costs at the current mask: their sum is a lower bound
+            keep = mask.to(torch.float64)
+            slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
+            delta = cost.marginal(keep, budget.kind)
+        if float(delta[block].sum()) > slack + _EPS * dense:
+            continue  # cannot fit: skip the exact evaluation
+        trial = _with(mask, block)
+        if _fits(trial, cost, budget):
+            mask, kept[g], delta = trial, pos + 1, None
     return mask
 
 

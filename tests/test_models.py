@@ -14,7 +14,7 @@ from chipnet_zoo.models import _registry as registry
 from chipnet_zoo.models import create_model, is_model, list_models, register_model
 from chipnet_zoo.models.tv import _adapt_weight
 
-CIFAR_NAMES = [n for n in list_models() if not n.startswith("tv/")]
+CIFAR_NAMES = [n for n in list_models() if not n.startswith(("tv/", "timm/"))]
 # 52M / 36M params: the 1-channel model runs for real at 12x12, the RGB one on the meta device (shapes only).
 HEAVY = {"wrn-26-12", "wrn-28-10"}
 

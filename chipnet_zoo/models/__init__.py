@@ -2,7 +2,8 @@
 
 CIFAR family (32x32 by default, any small input works): ``resnet8/20/32/56/110``,
 ``wrn-<depth>-<width>`` (e.g. ``wrn-16-4``, ``wrn-26-12``), ``preresnet11``, ``preresnet164``,
-``mobilenetv2-cifar``; and every torchvision classification model as ``tv/<name>`` (224x224).
+``mobilenetv2-cifar``; every torchvision classification model as ``tv/<name>`` (224x224); and, with
+the optional extra ``chipnet-zoo[timm]``, every timm model as ``timm/<name>``.
 
 Example:
     >>> from chipnet_zoo.models import create_model, list_models
@@ -15,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from . import cifar_resnet, mobilenetv2, preresnet, tv  # noqa: F401  (registration side effects)
+from . import cifar_resnet, mobilenetv2, preresnet, timm_models, tv  # noqa: F401  (registration side effects)
 from ._registry import (
     create_model,
     find_classifier,

@@ -3,7 +3,7 @@
 Three kinds of names resolve, in this order:
 
 1. exact names registered with :func:`register_model` (``resnet56``, ``preresnet164`` ...);
-2. lazy namespaces (``tv/<name>``), whose names and builders are only looked up when first needed;
+2. lazy namespaces (``tv/<name>``, ``timm/<name>``), whose names and builders are only looked up when first needed;
 3. patterns (``wrn-<depth>-<width>``), parsed by a regular expression; their examples are listed.
 
 Every created model carries ``arch_name``, ``num_classes``, ``in_chans``, ``default_input_size``
@@ -54,6 +54,7 @@ class _Namespace:
     names: Callable[[], list[str]]  # names without the prefix; may import heavy modules
     fn: Callable[..., nn.Module]  # fn(name, num_classes=, in_chans=, **kwargs)
     input_hw: tuple[int, int]
+    missing_hint: str = ""  # shown for unknown names when ``names()`` is empty (an optional extra)
 
 
 _MODELS: dict[str, _Entry] = {}
@@ -116,11 +117,14 @@ def register_namespace(
     fn: Callable[..., nn.Module],
     *,
     input_hw: tuple[int, int],
+    missing_hint: str = "",
 ) -> None:
-    """Register a lazily listed family ``<prefix><name>`` (e.g. ``tv/resnet50``)."""
+    """Register a lazily listed family ``<prefix><name>`` (e.g. ``tv/resnet50``); a builder may set
+    ``model.default_input_hw`` to override ``input_hw`` per model. ``missing_hint`` explains an empty
+    family (e.g. how to install its optional dependency)."""
     if prefix in _NAMESPACES:
         raise ValueError(f"namespace {prefix!r} is already registered")
-    _NAMESPACES[prefix] = _Namespace(prefix, names, fn, tuple(input_hw))
+    _NAMESPACES[prefix] = _Namespace(prefix, names, fn, tuple(input_hw), missing_hint)
 
 
 def _namespace_names(ns: _Namespace) -> frozenset[str]:
@@ -185,7 +189,7 @@ def _resolve(name: str) -> tuple[str, ModelFn, dict, tuple[int, int], str | None
         if key.startswith(prefix):
             sub = key[len(prefix) :]
             if sub not in _namespace_names(ns):
-                raise _unknown(name)
+                raise _unknown(name, "" if _namespace_names(ns) else ns.missing_hint)
 
             def build(*, _sub: str = sub, _fn: Callable[..., nn.Module] = ns.fn, **kw: object) -> nn.Module:
                 return _fn(_sub, **kw)
@@ -264,6 +268,6 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs: 
     model.arch_name = canonical
     model.num_classes = num_classes
     model.in_chans = in_chans
-    model.default_input_size = (in_chans, *input_hw)
+    model.default_input_size = (in_chans, *getattr(model, "default_input_hw", input_hw))
     model.classifier_name = classifier
     return model
