@@ -98,7 +98,7 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     """
     from .cost import CostModel
     from .gates import detach_gates
-    from .groups import build_channel_graph
+    from .groups import build_channel_graph, output_classes
     from .threshold import threshold_scores
 
     budget = Budget.parse(budget)
@@ -109,7 +109,7 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     keep = threshold_scores(scores, cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
     meta: dict[str, Any] = {
         "arch": str(getattr(model, "arch_name", type(model).__name__)),
-        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "num_classes": output_classes(model, graph),
         "budget_type": budget.kind, "budget": budget.value, "ratios": cost.hard_ratios(keep),
         "method": method, "metrics": {}, "hparams": {"seed": int(seed)} if method == "random" else {},
     }

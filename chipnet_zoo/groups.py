@@ -471,3 +471,11 @@ def build_channel_graph(
         other += own
     shape = tuple(example_input.shape[1:])
     return ChannelGraph(groups, layers, classifier_name, shape, other)
+
+
+def output_classes(model, graph: ChannelGraph) -> int:
+    """The model's class count: its ``num_classes`` attribute, else the classifier layer's outputs."""
+    n = int(getattr(model, "num_classes", 0) or 0)
+    if n:
+        return n
+    return next((int(layer.out_channels) for layer in graph.layers if layer.is_classifier), 0)

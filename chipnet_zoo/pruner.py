@@ -18,7 +18,7 @@ from .cost import CostModel
 from .errors import UnreachableBudgetError
 from .evaluation import evaluate_accuracy
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
-from .groups import build_channel_graph
+from .groups import build_channel_graph, output_classes
 from .mask import Mask
 from .threshold import check_min_keep, check_round_to, floor_fraction, smallest_mask, threshold_scores
 from .verify import verify_model
@@ -204,7 +204,7 @@ class ChipNetPruner:
         return Mask.from_vectors(
             self.graph, keep, scores,
             arch=str(getattr(model, "arch_name", type(model).__name__)),
-            num_classes=int(getattr(model, "num_classes", 0) or 0),
+            num_classes=output_classes(model, self.graph),
             budget_type=budget.kind, budget=budget.value,
             ratios=self.cost.hard_ratios(keep), method="chipnet", metrics=metrics,
             hparams={**self._hparams, **({"round_to": self.round_to} if self.round_to != 1 else {}),
