@@ -440,7 +440,7 @@ def paired_comparisons(rows: list[dict[str, Any]], student: str) -> list[dict[st
     for budget in _budget_order({b for _, b in accs}):
         base = {m: accs[(m, budget)] for m in BASELINE_METHODS if (m, budget) in accs}
         best = max(base, key=lambda m: statistics.fmean(base[m].values())) if base else None
-        for (label, b), per_seed in sorted(accs.items()):
+        for (label, b), per_seed in sorted(accs.items(), key=lambda item: item[0][0]):
             if b != budget or label in BASELINE_METHODS or label == "dense":
                 continue
             row: dict[str, Any] = {"method": label, "budget": str(budget), "best_baseline": best}

@@ -147,9 +147,11 @@ def test_report_pairs_each_method_with_the_best_baseline_per_seed():
     rows = [row("dense", "flops:1", s, 0.95) for s in range(3)]
     for s, (ch, rnd, l1) in enumerate([(0.90, 0.85, 0.88), (0.91, 0.86, 0.80), (0.89, 0.84, 0.86)]):
         rows += [row("chipnet-direct", "flops:0.125", s, ch), row("random", "flops:0.125", s, rnd),
-                 row("l1", "flops:0.125", s, l1)]
+                 row("l1", "flops:0.125", s, l1), row("chipnet-direct", "params:0.25", s, ch),
+                 row("random", "params:0.25", s, ch)]
     paired = paired_comparisons(rows, "mnist5k")
-    assert len(paired) == 1 and paired[0]["best_baseline"] == "random"  # random's mean 0.85 > l1's 0.847
+    assert [p["budget"] for p in paired] == ["flops:0.125", "params:0.25"]
+    assert paired[0]["best_baseline"] == "random"  # random's mean 0.85 > l1's 0.847
     assert paired[0]["vs_best"] == pytest.approx([0.05, 0.05, 0.05])
     cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.125"]})
     table = markdown_table(rows, cfg, total=len(rows))
