@@ -268,10 +268,12 @@ class Workspace:
         teacher_mask = self.teacher_mask(cell.teacher, budget, s)
         dense = self.dense(student, s) / WEIGHTS if protocol == "finetune" else None
         # scratch: the slim student gets the dense model's whole training schedule (the paper's protocol)
-        phase = "train" if protocol == "scratch" else "finetune"
-        lr = phase_config(load_recipe(cfg.recipe), "train")["lr"] if protocol == "scratch" else None
+        epochs, lr = (cfg.epochs or {}).get("finetune"), None
+        if protocol == "scratch":
+            train = phase_config(load_recipe(cfg.recipe), "train", epochs=(cfg.epochs or {}).get("train"))
+            epochs, lr = train["epochs"], train["lr"]
         return transfer(teacher_mask, student, protocol, arch=cfg.arch, recipe=cfg.recipe, registry=self.registry,
-                        epochs=(cfg.epochs or {}).get(phase), lr=lr, seed=s, data_seed=cfg.data_seed,
+                        epochs=epochs, lr=lr, seed=s, data_seed=cfg.data_seed,
                         max_samples=cfg.samples(student), out=self.root / f"{cell.method}-{_safe(cell.teacher)}-{tag}",
                         dense_weights=dense, progress=self.progress)
 

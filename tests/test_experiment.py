@@ -171,3 +171,21 @@ def test_lanes_split_the_grid_by_student_and_seed():
     assert {len({(c.student, c.seed) for c in lane}) for lane in lanes} == {3}
     with pytest.raises(SystemExit):
         main(["experiment", "offline", "--lane", "2/2"])
+
+
+def test_transfer_scratch_gets_the_dense_training_schedule(tmp_path):
+    from chipnet_zoo.runs import Run
+    from chipnet_zoo.training import load_recipe, phase_config
+
+    import yaml
+
+    recipe = load_recipe("tiny")  # train 2 epochs at lr 0.05; fine-tune 1 epoch at lr 0.02
+    recipe["finetune"] = {**recipe["finetune"], "epochs": 1}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    config = {k: v for k, v in TINY.items() if k != "epochs"}
+    cfg = ExperimentConfig.from_dict({**config, "methods": ["transfer-scratch"], "recipe": str(tmp_path / "r.yaml")})
+    summary = run_experiment(cfg, out=tmp_path / "exp")
+    (row,) = summary["rows"]
+    phase = Run(row["run_dir"]).config()["recipe"]["phase"]
+    train = phase_config(recipe, "train")
+    assert (phase["epochs"], phase["lr"]) == (train["epochs"], train["lr"]) == (2, 0.05)
