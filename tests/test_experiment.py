@@ -174,10 +174,10 @@ def test_lanes_split_the_grid_by_student_and_seed():
 
 
 def test_transfer_scratch_gets_the_dense_training_schedule(tmp_path):
+    import yaml
+
     from chipnet_zoo.runs import Run
     from chipnet_zoo.training import load_recipe, phase_config
-
-    import yaml
 
     recipe = load_recipe("tiny")  # train 2 epochs at lr 0.05; fine-tune 1 epoch at lr 0.02
     recipe["finetune"] = {**recipe["finetune"], "epochs": 1}
