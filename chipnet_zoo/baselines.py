@@ -99,7 +99,7 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     from .cost import CostModel
     from .gates import detach_gates
     from .groups import build_channel_graph, output_classes
-    from .threshold import threshold_scores
+    from .threshold import threshold_hparams, threshold_scores
 
     budget = Budget.parse(budget)
     detach_gates(model)
@@ -113,12 +113,7 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
         "budget_type": budget.kind, "budget": budget.value, "ratios": cost.hard_ratios(keep),
         "method": method, "metrics": {}, "hparams": {"seed": int(seed)} if method == "random" else {},
     }
-    if round_to != 1:
-        meta["hparams"]["round_to"] = int(round_to)
-    if min_keep:
-        meta["hparams"]["min_keep"] = float(min_keep)
-    if floor:
-        meta["hparams"]["floor"] = float(floor)
+    meta["hparams"].update(threshold_hparams(round_to, min_keep, floor))
     meta.update(metadata)
     # scores are stored as float32 in the file; rank-preserving normalisation keeps them well scaled
     top = float(scores.abs().max()) or 1.0

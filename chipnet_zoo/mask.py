@@ -257,7 +257,7 @@ class Mask:
         """
         from .cost import CostModel
         from .models import create_model
-        from .threshold import threshold_scores
+        from .threshold import threshold_hparams, threshold_scores
 
         budget = Budget.parse(budget)
         if model is None:
@@ -267,18 +267,15 @@ class Mask:
         x = _example_input(model, self.metadata, example_input)
         graph = self._graph_for(model, x)
         cost = CostModel(graph)
-        if round_to is None:
-            round_to = int((self.metadata.get("hparams") or {}).get("round_to", 1))
         hparams = self.metadata.get("hparams") or {}
+        round_to = int(hparams.get("round_to", 1)) if round_to is None else round_to
         min_keep = float(hparams.get("min_keep", 0.0)) if min_keep is None else min_keep
         floor = float(hparams.get("floor", 0.0)) if floor is None else floor
         keep = threshold_scores(self.score_vector(), cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
         meta = {k: v for k, v in self.metadata.items() if k not in ("ratios", "budget_type", "budget", "created")}
-        if round_to != 1:
-            meta["hparams"] = {**(meta.get("hparams") or {}), "round_to": round_to}
-        for key, value in (("min_keep", min_keep), ("floor", floor)):
-            if value:
-                meta["hparams"] = {**(meta.get("hparams") or {}), key: value}
+        extra = threshold_hparams(round_to, min_keep, floor)
+        if extra:
+            meta["hparams"] = {**hparams, **extra}
         return Mask.from_vectors(graph, keep, self.score_vector(), **{
             **meta, "input_size": list(graph.input_shape), "budget_type": budget.kind, "budget": budget.value,
             "ratios": cost.hard_ratios(keep)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +21,14 @@ from .evaluation import evaluate_accuracy
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph, output_classes
 from .mask import Mask
-from .threshold import check_min_keep, check_round_to, floor_fraction, smallest_mask, threshold_scores
+from .threshold import (
+    check_min_keep,
+    check_round_to,
+    floor_fraction,
+    smallest_mask,
+    threshold_hparams,
+    threshold_scores,
+)
 from .verify import verify_model
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
@@ -146,10 +154,6 @@ class ChipNetPruner:
             raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to,
                                          self.min_keep, self.graph.tied)
         device = next(model.parameters()).device
-        # how many channels of each group the width floor keeps (the soft budget counts them as kept)
-        floor_keep = smallest_mask(torch.zeros(self.graph.num_channels), self.cost, self.round_to,
-                                   max(self.min_keep, floor_fraction(self.cost, self.budget, self.floor, self.round_to)))
-        self._floor_counts = torch.tensor([int(floor_keep[g.indices].sum()) for g in self.graph.groups])
         self.gates = ChipNetGates(self.graph, init_scale, self.schedule, group_normalize).to(device)
         attach_gates(model, self.gates, self.graph)
         self.epoch = 0
@@ -185,10 +189,18 @@ class ChipNetPruner:
         scale = torch.where(count < floor, floor / count.clamp_min(1e-12), torch.ones_like(count))
         return keep * scale[group_id]
 
-    def hard_keep(self, budget: Budget | str | None = None) -> torch.Tensor:
-        """Boolean keep vector from the current gates, thresholded at ``budget`` (default: the pruner's)."""
-        return threshold_scores(self.z(), self.cost, budget or self.budget, round_to=self.round_to,
-                                min_keep=self.min_keep, floor=self.floor)
+    @functools.cached_property
+    def _floor_counts(self) -> torch.Tensor:
+        """How many channels of each group the width floor keeps (for the floor-aware soft budget)."""
+        width = max(self.min_keep, floor_fraction(self.cost, self.budget, self.floor, self.round_to))
+        kept = smallest_mask(torch.zeros(self.graph.num_channels), self.cost, self.round_to, width)
+        return torch.tensor([int(kept[g.indices].sum()) for g in self.graph.groups])
+
+    def hard_keep(self, budget: Budget | str | None = None, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Boolean keep vector from ``scores`` (default: the current gates), thresholded at ``budget``
+        (default: the pruner's) with the pruner's ``round_to`` and width floors."""
+        return threshold_scores(self.z() if scores is None else scores, self.cost, budget or self.budget,
+                                round_to=self.round_to, min_keep=self.min_keep, floor=self.floor)
 
     def mask(self, budget: Budget | str | None = None) -> Mask:
         """The hard :class:`Mask`: from the best epoch after :meth:`fit`, else from the current gates."""
@@ -197,8 +209,7 @@ class ChipNetPruner:
             keep, scores = self.best["keep"], self.best["scores"]
         else:
             scores = self.z()
-            keep = threshold_scores(scores, self.cost, budget, round_to=self.round_to, min_keep=self.min_keep,
-                                    floor=self.floor)
+            keep = self.hard_keep(budget, scores)
         metrics = {"hard_val_accuracy": self.best["accuracy"], "best_epoch": self.best["epoch"]} if self.best else {}
         model = self.model
         return Mask.from_vectors(
@@ -207,9 +218,7 @@ class ChipNetPruner:
             num_classes=output_classes(model, self.graph),
             budget_type=budget.kind, budget=budget.value,
             ratios=self.cost.hard_ratios(keep), method="chipnet", metrics=metrics,
-            hparams={**self._hparams, **({"round_to": self.round_to} if self.round_to != 1 else {}),
-                     **({"min_keep": self.min_keep} if self.min_keep else {}),
-                     **({"floor": self.floor} if self.floor else {})},
+            hparams={**self._hparams, **threshold_hparams(self.round_to, self.min_keep, self.floor)},
         )
 
     # --- the pruning phase -----------------------------------------------------------------------
@@ -368,8 +377,7 @@ class ChipNetPruner:
             soft = float(self.cost.ratio(self.budget.kind, self.soft_keep(z)))
             crisp_fraction = float(((z_raw - z_tilde).abs() < CRISP_TOLERANCE).float().mean())
         keep = (self.committed.clone() if self.committed is not None
-                else threshold_scores(z, self.cost, self.budget, round_to=self.round_to, min_keep=self.min_keep,
-                                     floor=self.floor))
+                else self.hard_keep(scores=z))
         record: dict[str, Any] = {"soft_ratio": soft, "hard_ratio": self.cost.hard_ratios(keep)[self.budget.kind],
                                   "crisp_fraction": crisp_fraction, "kept_channels": int(keep.sum())}
         if val_loader is not None:

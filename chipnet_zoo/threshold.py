@@ -45,6 +45,19 @@ def check_min_keep(min_keep: float) -> float:
     return float(min_keep)
 
 
+def threshold_hparams(round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0) -> dict[str, int | float]:
+    """The thresholding settings a mask records in its ``hparams`` (only those that differ from the plain
+    thresholding), so that :meth:`~chipnet_zoo.mask.Mask.rethreshold` can apply them again."""
+    out: dict[str, int | float] = {}
+    if round_to != 1:
+        out["round_to"] = int(round_to)
+    if min_keep:
+        out["min_keep"] = float(min_keep)
+    if floor:
+        out["floor"] = float(floor)
+    return out
+
+
 def block_size(group, round_to: int = 1) -> int:
     """The channels of one block of ``group``: ``round_to``, or ``lcm(round_to, granularity)`` for a group
     of tied units (around grouped convs)."""
