@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up and entry points for a fresh machine:
 #   ./run.sh demo    install everything, then run the offline demo (chipnet-zoo demo)
-#   ./run.sh test    install everything, then run ruff and the test suite
+#   ./run.sh test    install everything, then run ruff and the fast tests (slow ones deselected)
+#   ./run.sh test --all   the same with the slow tests too (what CI runs)
 #   ./run.sh install only install
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,6 +27,10 @@ case "$cmd" in
     test)
         install
         "$PY" -m ruff check chipnet_zoo tests benchmarks
+        if [[ "${1:-}" == "--all" ]]; then
+            shift
+            set -- -m "" "$@"  # an empty marker expression overrides pyproject's -m 'not slow'
+        fi
         exec "$PY" -m pytest -q "$@"
         ;;
     *) echo "usage: ./run.sh {demo|test|install} [args]" >&2; exit 2 ;;
