@@ -13,7 +13,7 @@ from .._version import __version__
 from ..errors import ChipNetZooError
 
 #: Command modules, in the order their commands appear in ``--help``.
-COMMAND_MODULES = ("runs", "registry", "transfer")
+COMMAND_MODULES = ("runs", "registry", "transfer", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

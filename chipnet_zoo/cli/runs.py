@@ -35,6 +35,8 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--out", metavar="DIR", help="write config.json + metrics.json here "
                                                      "(default: eval.json inside the evaluated run)")
         p.add_argument("--latency-repeats", type=int, default=10, help="timed forward passes per batch size")
+        p.add_argument("--onnx-latency", action="store_true", help="also time the model exported to ONNX under "
+                                                                   "onnxruntime (same batches, repeats, threads)")
         return
     p.add_argument("--out", metavar="DIR", help="the run folder (default: runs/<kind>-<arch>-<dataset>[-<budget>])")
     p.add_argument("--budget", metavar="KIND:VALUE",
@@ -98,7 +100,18 @@ def _handler(kind: str):
             settings.mask = getattr(args, "mask", None)
             settings.round_to = getattr(args, "round_to", None)
             settings.progress = not args.no_progress
+        if kind == "eval" and args.onnx_latency:
+            from ..export import require_onnx
+
+            require_onnx()  # before the evaluation, not after it
         metrics = execute(settings)
+        if kind == "eval" and args.onnx_latency:
+            from pathlib import Path
+
+            from ..export import add_onnx_latency
+
+            add_onnx_latency(metrics, args.from_run, repeats=args.latency_repeats,
+                             metrics_file=Path(args.out) / "metrics.json" if args.out else Path(args.from_run) / "eval.json")
         if args.json and _is_main():
             print(json.dumps(_json_safe(metrics), indent=1, sort_keys=True))
         return 0
