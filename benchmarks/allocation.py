@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import chipnet_zoo as cz
-from chipnet_zoo.baselines import baseline_mask
+from chipnet_zoo.baselines import baseline_mask, channel_scores
 from chipnet_zoo.data import load_data, make_loaders
 from chipnet_zoo.evaluation import evaluate_accuracy
+from chipnet_zoo.pruner import distillation_loss
 
 RESULTS = Path(__file__).parent / "results" / "allocation.jsonl"
 
@@ -73,12 +74,17 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "refgrad-ufloor50": ({"floor": 0.5}, {"budget_grad_at": "uniform"}, "refgrad + uniform floor 50 %"),
     "refgrad-sqrt": ({"floor": 0.0}, {"budget_grad_at": "uniform", "budget_grad_power": 0.5}, "refgrad, ∝ sqrt(cost)"),
     "noharden": ({"floor": 0.0}, {"harden": 0.0}, "defaults without hardening"),
+    "default-long": ({}, {"epochs_factor": 4}, "the defaults with a 4× longer phase (20 epochs, as many as the authors')"),
+    "psi-l1": ({}, {"psi_init": "l1"}, "the defaults, ψ warm-started from the filters' L1 norms (rank within the group)"),
+    "distill": ({}, {"distill": True}, "the defaults, distillation from the dense model in the phase and in every "
+                "method's fine-tuning (weight 0.5, T 4)"),
     "wb10": ({"floor": 0.0}, {"budget_weight": 10.0}, "budget weight 10"),
 }
 
 
-def train(model, loader, epochs: int, lr: float, *, optimizer: str = "sgd") -> None:
-    """SGD (momentum 0.9, wd 1e-3) with a cosine schedule, or AdamW at a constant rate (the phase's)."""
+def train(model, loader, epochs: int, lr: float, *, optimizer: str = "sgd", teacher=None) -> None:
+    """SGD (momentum 0.9, wd 1e-3) with a cosine schedule, or AdamW at a constant rate (the phase's);
+    with ``teacher``, the loss distils it (weight 0.5, temperature 4)."""
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
     else:
@@ -89,7 +95,13 @@ def train(model, loader, epochs: int, lr: float, *, optimizer: str = "sgd") -> N
     model.train()
     for _ in range(epochs):
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            if teacher is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = distillation_loss(logits, target, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,14 +121,26 @@ def dense_model(dataset: str, seed: int, loaders, epochs: int, cache: Path, max_
     return model
 
 
+def warm_start_psi(pruner, scores: torch.Tensor, spread: float = 2.0) -> None:
+    """ψ from an importance score: each channel's rank within its group, mapped to [−spread/2, spread/2]
+    (the authors draw ψ from U(0, 0.01); ranks within a group keep the budget's cost signal untouched)."""
+    psi = torch.empty_like(pruner.gates.psi)
+    for group in pruner.graph.groups:
+        idx = torch.arange(group.offset, group.offset + group.size)
+        ranks = scores[idx].argsort().argsort().to(psi.dtype)
+        psi[idx] = spread * (ranks / max(group.size - 1, 1) - 0.5)
+    with torch.no_grad():
+        pruner.gates.psi.copy_(psi)
+
+
 def masked_accuracy(mask, model, x, loaders) -> tuple[float, float]:
     net = mask.apply(copy.deepcopy(model), x)
     return evaluate_accuracy(net, loaders.val), evaluate_accuracy(net, loaders.test)
 
 
-def finetune(mask, dense, x, loaders, epochs: int) -> float:
+def finetune(mask, dense, x, loaders, epochs: int, *, distill: bool = False) -> float:
     slim = mask.slim(copy.deepcopy(dense), x)
-    train(slim, loaders.train, epochs, 0.02)
+    train(slim, loaders.train, epochs, 0.02, teacher=dense.eval() if distill else None)
     return evaluate_accuracy(slim, loaders.test)
 
 
@@ -131,10 +155,15 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
     ctor, fit, _ = VARIANTS[variant]
     fit = dict(fit)
     epochs = args.prune_epochs * int(fit.pop("epochs_factor", 1))
+    psi_init, distill = fit.pop("psi_init", None), bool(fit.pop("distill", False))
+    if distill:
+        fit["distill_from"] = copy.deepcopy(dense).eval()
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = copy.deepcopy(dense)
     pruner = cz.ChipNetPruner(model, budget, example_input=x, **ctor)
+    if psi_init is not None:
+        warm_start_psi(pruner, channel_scores(model, pruner.graph, psi_init, seed=seed))
     pruner.fit(prune_loaders.train, prune_loaders.val, epochs=epochs, progress=False, **fit)
     mask = pruner.mask()
     hard_val, hard_test = evaluate_accuracy(model, prune_loaders.val), None
@@ -163,9 +192,9 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
     }
     if args.finetune_epochs:
         torch.manual_seed(seed)
-        row["chipnet_ft_test"] = finetune(mask, dense, x, loaders, args.finetune_epochs)
+        row["chipnet_ft_test"] = finetune(mask, dense, x, loaders, args.finetune_epochs, distill=distill)
         torch.manual_seed(seed)
-        row["random_ft_test"] = finetune(rnd, dense, x, loaders, args.finetune_epochs)
+        row["random_ft_test"] = finetune(rnd, dense, x, loaders, args.finetune_epochs, distill=distill)
     return row
 
 

@@ -87,6 +87,21 @@ def uniform_marginal_cost(cost: CostModel, kind: str, target: float) -> torch.Te
     return torch.autograd.grad(cost.ratio(kind, keep), keep)[0].float()
 
 
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+                      weight: float = 0.5, temperature: float = 4.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): ``(1 − weight)·CE + weight·T²·KL(teacher ‖ student)``.
+
+    >>> x = torch.randn(4, 10)
+    >>> float(distillation_loss(x, x, torch.zeros(4, dtype=torch.long), weight=1.0))
+    0.0
+    """
+    if not 0.0 <= weight <= 1.0 or temperature <= 0:
+        raise ValueError(f"distillation needs 0 <= weight <= 1 and temperature > 0, got {weight}, {temperature}")
+    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                  reduction="batchmean", log_target=True)
+    return (1.0 - weight) * F.cross_entropy(logits, labels) + weight * temperature ** 2 * kl
+
 class ChipNetPruner:
     """Attach ChipNet gates to ``model`` and learn a mask that meets ``budget`` exactly.
 
@@ -226,7 +241,8 @@ class ChipNetPruner:
             weight_decay: float = 1e-3, psi_lr: float | None = None, budget_weight: float = 30.0,
             crispness_weight: float | None = None, harden: float = DEFAULT_HARDEN,
             budget_grad_power: float = 1.0, budget_grad_at: str = "current", soft_count: str = "sigmoid",
-            floor_aware: bool = False, accelerator=None,
+            floor_aware: bool = False, distill_from: nn.Module | None = None, distill_weight: float = 0.5,
+            distill_temperature: float = 4.0, accelerator=None,
             callback: Callable[[dict[str, Any], ChipNetPruner], None] | None = None,
             progress: bool = True) -> list[dict[str, Any]]:
         """Run the pruning phase: minimise CE + w_b·(R̂ − V)² + w_c·crispness jointly over weights and ψ.
@@ -243,6 +259,8 @@ class ChipNetPruner:
         cost taken at the current gates or once at the uniformly thinned model (``"uniform"``, see
         :func:`uniform_marginal_cost`), the soft count ``σ(s·(z − 0.5))`` or ``z`` itself (``"linear"``), and
         with ``floor_aware`` a soft count held at the width floor (:meth:`soft_keep`).
+        ``distill_from`` (a frozen model, e.g. the dense one; off by default) replaces the cross-entropy by
+        ``(1 − w)·CE + w·T²·KL(teacher ‖ student)`` at temperature ``T`` (:func:`distillation_loss`).
         Resumes from :meth:`load_state_dict` state when given. Returns the per-epoch history.
         """
         # optimizer steps per epoch on each rank (a prepared loader is split across processes)
@@ -264,6 +282,9 @@ class ChipNetPruner:
                          "group_normalize": self.gates.group_normalize, "budget_grad_power": budget_grad_power,
                          "budget_grad_at": budget_grad_at, "soft_count": soft_count, "floor_aware": floor_aware,
                          "steps_per_epoch": steps_per_epoch, "psi_travel": self.psi_travel}
+        if distill_from is not None:
+            self._hparams.update(distill_weight=distill_weight, distill_temperature=distill_temperature)
+            distill_from.eval()
         psi = self.gates.psi
         weights = [p for p in self.model.parameters() if p is not psi and p.requires_grad]
         optimizer = torch.optim.AdamW([
@@ -302,6 +323,11 @@ class ChipNetPruner:
                     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 logits = model(images)
                 ce = F.cross_entropy(logits, labels)
+                if distill_from is not None:
+                    with torch.no_grad():
+                        teacher_logits = distill_from(images)
+                    ce = distillation_loss(logits, teacher_logits, labels, weight=distill_weight,
+                                           temperature=distill_temperature)
                 keep = self.soft_keep(gates.last_z, linear=soft_count == "linear", floor_aware=floor_aware)
                 ratio = self.cost.ratio(kind, keep)
                 if budget_grad_power != 1.0 or marginal is not None:
