@@ -122,3 +122,32 @@ def test_group_normalised_gates_peak_at_one_per_group():
         assert z[idx].max().item() == pytest.approx(1.0)
         assert torch.allclose(z[idx], raw[idx] / raw[idx].max())
     assert raw.max() < 1.0  # the raw gates themselves are not crisp here
+
+
+def test_distillation_loss_interpolates_ce_and_kl():
+    from chipnet_zoo.pruner import distillation_loss
+
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    assert torch.allclose(distillation_loss(student, teacher, labels, weight=0.0), ce)
+    assert float(distillation_loss(teacher, teacher, labels, weight=1.0)) == pytest.approx(0.0, abs=1e-6)
+    kl = distillation_loss(student, teacher, labels, weight=1.0, temperature=2.0)
+    assert float(kl) > 0 and torch.allclose(distillation_loss(student, teacher, labels, weight=0.5, temperature=2.0),
+                                            0.5 * ce + 0.5 * kl)
+    with pytest.raises(ValueError):
+        distillation_loss(student, teacher, labels, weight=1.5)
+
+
+def test_fit_distils_from_a_frozen_teacher_and_records_it():
+    data = load_data("mnist5k", max_samples=300, seed=0)
+    train, val, _ = make_loaders(data, batch_size=32, seed=0)
+    torch.manual_seed(0)
+    model = cz.create_model("resnet8", num_classes=data.num_classes, in_chans=data.in_chans)
+    teacher = cz.create_model("resnet8", num_classes=data.num_classes, in_chans=data.in_chans).train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    pruner = cz.ChipNetPruner(model, "flops:0.5", example_input=torch.randn(1, *data.input_size))
+    history = pruner.fit(train, val, epochs=1, progress=False, distill_from=teacher, distill_weight=0.7)
+    assert math.isfinite(history[-1]["ce"]) and not teacher.training  # the teacher's BN statistics stay put
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert pruner.mask().metadata["hparams"]["distill_weight"] == 0.7
