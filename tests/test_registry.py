@@ -19,7 +19,10 @@ from chipnet_zoo.errors import (
     EntryNotFoundError,
     IntegrityError,
     InvalidKeyError,
+    InvalidLocationError,
+    InvalidRepoIdError,
     MaskFormatError,
+    MetadataMissingError,
     RegistryError,
     RegistryNotFoundError,
 )
@@ -121,8 +124,12 @@ def test_bad_keys_refused(key, tmp_path):
     "hf://acme/x@../main", "hf:///x", "s3://bucket/x", "hf://-acme/x",
 ])
 def test_bad_locations_refused(location):
-    with pytest.raises(InvalidKeyError):
+    with pytest.raises(InvalidLocationError) as info:  # not an InvalidKeyError: that is for keys only
         MaskRegistry(location)
+    assert not isinstance(info.value, InvalidKeyError) and isinstance(info.value, ValueError)
+    assert info.value.location.startswith(location.split("/")[0])
+    if location.startswith("hf://") and "@" not in location:
+        assert isinstance(info.value, InvalidRepoIdError) and info.value.repo_id
 
 
 # --- round trips in both backends -----------------------------------------------------------------
@@ -156,8 +163,9 @@ def test_push_list_pull_round_trip(location, tmp_path):
 
 def test_push_overrides_and_conflicts(location):
     reg = MaskRegistry(location)
-    with pytest.raises(InvalidKeyError, match="pass dataset="):
+    with pytest.raises(MetadataMissingError, match="pass dataset=") as info:
         reg.push(make_mask(dataset=None))
+    assert info.value.field == "dataset" and isinstance(info.value, ValueError)
     entry = reg.push(make_mask(dataset=None, budget=0.3), dataset="mnist5k", budget="flops:0.4")
     assert entry.key == "resnet8/mnist5k/flops-0.4"
     pulled = reg.pull(entry.key)
@@ -357,11 +365,11 @@ def test_local_tamper_corrupt_and_missing(tmp_path, monkeypatch):
 _PUSH_WORKERS = """
 import multiprocessing as mp, sys
 import matplotlib.figure, matplotlib.backends.backend_agg  # noqa: preload for the forked children
-import chipnet_zoo.mask, chipnet_zoo._registry_local  # noqa
+import chipnet_zoo.mask, chipnet_zoo.registry.local, chipnet_zoo.weights, chipnet_zoo.plots  # noqa
 from chipnet_zoo.registry import MaskRegistry
 location, paths = sys.argv[1], sys.argv[2:]
 if location.startswith("hf://"):
-    import chipnet_zoo._hub  # noqa
+    import chipnet_zoo.registry.hub  # noqa
 ctx = mp.get_context("fork")
 barrier = ctx.Barrier(len(paths))
 

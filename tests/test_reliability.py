@@ -347,12 +347,12 @@ def test_item4_index_depth_and_size_are_bounded(tmp_path, monkeypatch):
     with pytest.raises(IndexFormatError, match="not valid JSON"):
         parse_index(b'"' + b'\\"' * 1_000_000, "index.json")
     assert time.perf_counter() - start < 5
-    from chipnet_zoo import registry
+    from chipnet_zoo.registry import index
 
-    monkeypatch.setattr(registry, "MAX_INDEX_BYTES", 100)
+    monkeypatch.setattr(index, "MAX_INDEX_BYTES", 100)
     with pytest.raises(IndexFormatError, match="more than the 100 accepted"):
         parse_index(_index(), "index.json")
-    from chipnet_zoo import _registry_local
+    from chipnet_zoo.registry import local as _registry_local
 
     root = tmp_path / "zoo"
     root.mkdir()
