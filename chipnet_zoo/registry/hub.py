@@ -205,7 +205,7 @@ class HubBackend:
             raise self._error(exc, f"download {rel} from") from None
         data = Path(local).read_bytes()
         try:
-            return verify_bytes(data, sha256, size, f"{self}@{self.commit[:10]}/{rel}")
+            return verify_bytes(data, sha256=sha256, size=size, what=f"{self}@{self.commit[:10]}/{rel}")
         except IntegrityError:
             _evict(Path(local))
             raise

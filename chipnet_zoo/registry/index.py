@@ -113,7 +113,7 @@ class RegistryEntry:
             arch, dataset, budget = parse_key(key)
         except InvalidKeyError as exc:
             raise bad("key", str(exc)) from None
-        if key != make_key(arch, dataset, budget):
+        if key != make_key(arch=arch, dataset=dataset, budget=budget):
             raise bad("key", f"key {key!r} is not canonical")
         for name, expected in (("arch", arch), ("dataset", dataset), ("budget_type", budget.kind)):
             if raw[name] != expected:

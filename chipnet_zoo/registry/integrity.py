@@ -11,7 +11,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def verify_bytes(data: bytes, sha256: str, size: int | None, what: str) -> bytes:
+def verify_bytes(data: bytes, *, sha256: str, size: int | None, what: str) -> bytes:
     """Return ``data`` if it matches the index, else raise :class:`IntegrityError` (``path`` = ``what``)."""
     actual = sha256_hex(data)
     if actual != sha256 or (size is not None and len(data) != size):

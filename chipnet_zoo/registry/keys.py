@@ -43,16 +43,16 @@ def decode_name(segment: str, what: str = "name") -> str:
     return "/".join(_check_segment(part, what) for part in segment.split("--"))
 
 
-def make_key(arch: str, dataset: str, budget: Budget | str, value: float | None = None) -> str:
-    """The canonical key.
+def make_key(*, arch: str, dataset: str, budget: Budget | str) -> str:
+    """The canonical key of ``arch`` on ``dataset`` at ``budget`` (a ``Budget`` or ``"kind:value"``).
 
     Example:
-        >>> make_key("tv/resnet50", "cifar10", "flops", 0.25)
+        >>> make_key(arch="tv/resnet50", dataset="cifar10", budget="flops:0.25")
         'tv--resnet50/cifar10/flops-0.25'
-        >>> make_key("resnet8", "cifar10", Budget("params", 0.5)) == make_key("resnet8", "cifar10", "params:0.5")
-        True
+        >>> make_key(arch="resnet8", dataset="cifar10", budget=Budget("params", 0.5))
+        'resnet8/cifar10/params-0.5'
     """
-    b = Budget(budget, value) if value is not None else Budget.parse(budget)
+    b = Budget.parse(budget)
     return f"{encode_name(arch, 'architecture')}/{encode_name(dataset, 'dataset')}/{b.slug}"
 
 
@@ -86,7 +86,8 @@ def parse_key(key: str) -> tuple[str, str, Budget]:
 
 def canonical_key(key: str) -> str:
     """The canonical spelling of ``key`` (``tv/resnet50/c10/flops-0.250`` -> ``tv--resnet50/c10/flops-0.25``)."""
-    return make_key(*parse_key(key))
+    arch, dataset, budget = parse_key(key)
+    return make_key(arch=arch, dataset=dataset, budget=budget)
 
 
 def key_from(*, key: str | None = None, arch: str | None = None, dataset: str | None = None,
@@ -96,7 +97,7 @@ def key_from(*, key: str | None = None, arch: str | None = None, dataset: str | 
     if key is None:
         if not (arch and dataset and budget):
             raise InvalidKeyError("pass a key, or arch=, dataset= and budget= (e.g. budget='flops:0.1')")
-        return make_key(arch, dataset, budget.replace("-", ":", 1) if isinstance(budget, str)
+        return make_key(arch=arch, dataset=dataset, budget=budget.replace("-", ":", 1) if isinstance(budget, str)
                         and ":" not in budget else budget)
     return canonical_key(key)
 

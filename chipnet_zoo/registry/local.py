@@ -91,7 +91,7 @@ class LocalBackend:
     def read_file(self, rel: str, sha256: str, size: int | None) -> bytes:
         for path in (self.stored_path(rel, sha256), self._file(rel)):
             try:
-                return verify_bytes(path.read_bytes(), sha256, size, f"{path}")
+                return verify_bytes(path.read_bytes(), sha256=sha256, size=size, what=str(path))
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except IsADirectoryError:

@@ -326,7 +326,7 @@ class MaskRegistry:
         if meta.budget is None:
             raise MetadataMissingError("the mask's metadata has no 'budget'; pass budget= to push()",
                                        field="budget", registry=self.location)
-        key = make_key(meta.arch, meta.dataset, meta.budget)
+        key = make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget)
         achieved = meta.ratios[meta.budget.kind]
         if achieved > meta.budget.value + 1e-9:
             raise BudgetExceededError(
