@@ -16,7 +16,7 @@ _ALIASES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Budget:
     """A resource budget: ``kind`` is one of ``channels``, ``volume``, ``params``, ``flops`` and
     ``value`` the allowed fraction of the dense model, ``0 < value <= 1``. A budget is a ceiling.

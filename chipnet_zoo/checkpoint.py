@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._atomic import atomic_write
 from .errors import CheckpointError, RunError
 
 STATE_FILE = "state.json"
@@ -132,19 +133,8 @@ def set_rng_state(state: Mapping[str, torch.Tensor], generators: Mapping[str, to
 
 # --- files ---------------------------------------------------------------------------------------
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # disk full or a kill: no orphan temp file
-        raise
+    """Write ``data`` to ``path`` atomically (the package's one writer, ``chipnet_zoo/_atomic.py``)."""
+    atomic_write(path, data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

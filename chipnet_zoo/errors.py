@@ -70,7 +70,12 @@ class InexactModelError(UnsupportedLayerError):
 
 
 class MaskMismatchError(ChipNetZooError, ValueError):
-    """A mask applied to a model whose channel groups do not match it."""
+    """A mask applied to a model whose channel groups do not match it (``group``: the first group that
+    differs, when one does; ``arch``: the model's architecture, when that is what differs)."""
+
+    def __init__(self, message: str, *, group: str | None = None, arch: str | None = None):
+        super().__init__(message)
+        self.group, self.arch = group, arch
 
 
 class MaskFormatError(ChipNetZooError, ValueError):
@@ -101,34 +106,105 @@ class UnknownDatasetError(DatasetError):
 
 # --- registry ------------------------------------------------------------------------------------
 class RegistryError(ChipNetZooError):
-    """Base class of registry errors."""
+    """Base class of registry errors (``registry``: the folder or ``hf://`` location, when known)."""
+
+    def __init__(self, message: str, *, registry: str | None = None):
+        super().__init__(message)
+        self.registry = registry
 
 
 class InvalidKeyError(RegistryError, ValueError):
-    """A registry key, name or repo id that is malformed or unsafe (path traversal, ...)."""
+    """A registry key (or an architecture, dataset or budget part of one) that is malformed or unsafe
+    (``key``: the key or part as given; ``None`` when none was given)."""
+
+    def __init__(self, message: str, *, key: object = None, registry: str | None = None):
+        super().__init__(message, registry=registry)
+        self.key = key
+
+
+class InvalidLocationError(RegistryError, ValueError):
+    """A registry location that is not a folder or ``hf://<owner>/<repo>[@<revision>]`` (``location``)."""
+
+    def __init__(self, message: str, *, location: str, registry: str | None = None):
+        super().__init__(message, registry=registry)
+        self.location = location
+
+
+class InvalidRepoIdError(InvalidLocationError):
+    """A Hub repo id (or revision) that is malformed (``repo_id``; ``revision`` when that is at fault)."""
+
+    def __init__(self, message: str, *, repo_id: str, revision: str | None = None):
+        super().__init__(message, location=f"hf://{repo_id}" + (f"@{revision}" if revision else ""))
+        self.repo_id, self.revision = repo_id, revision
+
+
+class UnsafePathError(RegistryError, ValueError):
+    """A file path that would leave the registry folder (``path``)."""
+
+    def __init__(self, message: str, *, path: str, registry: str | None = None):
+        super().__init__(message, registry=registry)
+        self.path = path
+
+
+class MetadataMissingError(RegistryError, ValueError):
+    """A mask pushed without the metadata its key needs (``field``: ``arch``, ``dataset``, ``budget``)."""
+
+    def __init__(self, message: str, *, field: str, registry: str | None = None):
+        super().__init__(message, registry=registry)
+        self.field = field
+
+
+class ReadOnlyRegistryError(RegistryError, PermissionError):
+    """A write to a read-only registry (the zoo shipped inside the package)."""
 
 
 class EntryNotFoundError(RegistryError, FileNotFoundError):
-    """A key that the registry does not hold."""
+    """A key that the registry does not hold, or a file its index lists that is missing
+    (``key``, ``registry``; ``path``: the missing file, when it is a file)."""
+
+    def __init__(self, message: str, *, key: str | None = None, registry: str | None = None,
+                 path: str | None = None):
+        super().__init__(message, registry=registry)
+        self.key, self.path = key, path
+
+
+class WeightsNotFoundError(EntryNotFoundError):
+    """An entry that holds no weights (``pull_model`` needs them)."""
 
 
 class EntryExistsError(RegistryError, FileExistsError):
-    """A push to a key that already holds a different file (pass ``overwrite=True`` to replace it)."""
+    """A push to a key that already holds a different file (pass ``overwrite=True`` to replace it;
+    ``key``, ``registry``, ``path``: the file that differs)."""
+
+    def __init__(self, message: str, *, key: str, registry: str | None = None, path: str | None = None):
+        super().__init__(message, registry=registry)
+        self.key, self.path = key, path
 
 
 class RegistryNotFoundError(RegistryError, FileNotFoundError):
-    """A registry location (folder or Hub repo) that does not exist."""
+    """A registry location (folder or Hub repo) that does not exist (``registry``; ``repo_id`` and
+    ``revision`` for a Hub repo)."""
+
+    def __init__(self, message: str, *, registry: str, repo_id: str | None = None, revision: str | None = None):
+        super().__init__(message, registry=registry)
+        self.repo_id, self.revision = repo_id, revision
 
 
 class IntegrityError(RegistryError, OSError):
-    """A registry file whose sha256 does not match the index, or a corrupt index."""
+    """A registry file whose sha256 does not match the index, or a corrupt index (``path``: the file;
+    ``expected``/``actual``: the sha256 values, for a mismatch)."""
+
+    def __init__(self, message: str, *, path: str | None = None, expected: str | None = None,
+                 actual: str | None = None, registry: str | None = None):
+        super().__init__(message, registry=registry)
+        self.path, self.expected, self.actual = path, expected, actual
 
 
 class IndexFormatError(IntegrityError):
     """An ``index.json`` that breaks the schema (``where``: the file, ``field``: the offending field)."""
 
     def __init__(self, message: str, *, where: str, field: str | None = None):
-        super().__init__(message)
+        super().__init__(message, path=where)
         self.where, self.field = where, field
 
 
@@ -143,17 +219,27 @@ class BudgetExceededError(RegistryError, ValueError):
 class RegistryWriteError(RegistryError, OSError):
     """A registry write that failed on the file system (disk full, permissions); nothing was published."""
 
-    def __init__(self, message: str, *, path: str):
-        super().__init__(message)
+    def __init__(self, message: str, *, path: str, registry: str | None = None):
+        super().__init__(message, registry=registry)
         self.path = path
 
 
-class HubServerError(RegistryError, ConnectionError):
-    """The Hub answered with an error status (``status``; ``answer``: the first line of its body)."""
+class RegistryLockError(RegistryError, TimeoutError):
+    """Timed out waiting for the lock of a local registry (``registry``, ``timeout`` in seconds)."""
 
-    def __init__(self, message: str, *, status: int | None, answer: str = ""):
-        super().__init__(message)
-        self.status, self.answer = status, answer
+    def __init__(self, message: str, *, registry: str, timeout: float):
+        super().__init__(message, registry=registry)
+        self.timeout = timeout
+
+
+class HubServerError(RegistryError, ConnectionError):
+    """The Hub answered with an error status (``status``; ``answer``: the first line of its body;
+    ``repo_id``: the repo asked)."""
+
+    def __init__(self, message: str, *, status: int | None, answer: str = "", repo_id: str | None = None,
+                 registry: str | None = None):
+        super().__init__(message, registry=registry)
+        self.status, self.answer, self.repo_id = status, answer, repo_id
 
 
 class OutputPathError(ChipNetZooError, ValueError):
@@ -166,6 +252,17 @@ class OutputPathError(ChipNetZooError, ValueError):
 
 class RunError(ChipNetZooError, RuntimeError):
     """A training/pruning run that cannot start or continue (missing weights, bad run folder)."""
+
+
+class WeightsMismatchError(MaskMismatchError, RunError):
+    """Weights whose tensor names or shapes do not fit the model they are loaded into (``source``: where
+    they came from; ``missing``, ``unexpected``, ``shapes``: the tensors at fault)."""
+
+    def __init__(self, message: str, *, source: str, missing: list[str] | None = None,
+                 unexpected: list[str] | None = None, shapes: list[str] | None = None, arch: str | None = None):
+        super().__init__(message, arch=arch)
+        self.source = source
+        self.missing, self.unexpected, self.shapes = list(missing or []), list(unexpected or []), list(shapes or [])
 
 
 class ResumeMismatchError(RunError):

@@ -3,7 +3,8 @@
 Tensors per channel group (named after the group's root layer, e.g. ``layer1.0.conv1``):
 ``mask/<group>`` (bool ``[C]``, kept channels) and ``score/<group>`` (float32 ``[C]``, the gate values z
 or a baseline's scores, so the mask can be re-thresholded to another budget). Metadata keys are
-namespaced ``chipnet_zoo.*``; structured values are JSON strings.
+namespaced ``chipnet_zoo.*``; structured values are JSON strings. ``mask.metadata`` is that flat on-disk
+mapping, ``mask.meta`` the same typed (:class:`~chipnet_zoo.metadata.MaskMetadata`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from . import constants
+from ._atomic import atomic_write
 from ._version import __version__
 from .budget import Budget
 from .errors import MaskContentError, MaskFormatError, MaskMismatchError
+from .metadata import MaskMetadata
 from .validation import (
     MAX_MASK_BYTES,
     MAX_METADATA_BYTES,
@@ -63,7 +65,9 @@ class Mask:
     """
 
     def __init__(self, keep: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
-                 metadata: Mapping[str, Any]):
+                 metadata: Mapping[str, Any] | MaskMetadata):
+        if isinstance(metadata, MaskMetadata):
+            metadata = metadata.to_dict()
         keep = {name: torch.as_tensor(v) for name, v in keep.items()}
         scores = {name: torch.as_tensor(v) for name, v in scores.items()}
         check_mask_tensors(keep, scores)  # 1-D, 0/1 masks, finite scores: never cast silently
@@ -73,6 +77,7 @@ class Mask:
         self.metadata.setdefault("format_version", constants.MASK_FORMAT_VERSION)
         self.metadata.setdefault("structure", [[n, int(v.numel())] for n, v in self.keep.items()])
         self._validate()
+        self.meta = MaskMetadata.from_dict(self.metadata)
 
     # --- construction ----------------------------------------------------------------------------
     @classmethod
@@ -160,9 +165,7 @@ class Mask:
 
     @property
     def budget(self) -> Budget | None:
-        if "budget_type" in self.metadata and "budget" in self.metadata:
-            return Budget(self.metadata["budget_type"], float(self.metadata["budget"]))
-        return None
+        return self.meta.budget
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -205,6 +208,18 @@ class Mask:
         self.check_fits(graph.structure, arch=getattr(model, "arch_name", None))
         return graph
 
+    def check_arch(self, arch: str | None, what: str = "model") -> None:
+        """Refuse a model (``what``: how to call it) of another architecture before any tracing.
+
+        Example:
+            >>> mask.check_arch("resnet20")  # doctest: +SKIP
+            Traceback (most recent call last):
+            MaskMismatchError: the mask is for architecture 'resnet8', but the model is 'resnet20'
+        """
+        if arch and arch != self.arch:
+            raise MaskMismatchError(f"the mask is for architecture {self.arch!r}, but the {what} is {arch!r}",
+                                    arch=arch)
+
     def check_fits(self, structure: list[tuple[str, int]], arch: str | None = None) -> None:
         """Raise :class:`MaskMismatchError` naming the first group where ``structure`` differs."""
         mine = self.structure
@@ -213,12 +228,12 @@ class Mask:
             if tuple(a) != tuple(b):
                 raise MaskMismatchError(
                     f"mask does not fit this model{where}: group #{i} is {a[0]!r} with {a[1]} channels in the "
-                    f"mask but {b[0]!r} with {b[1]} channels in the model")
+                    f"mask but {b[0]!r} with {b[1]} channels in the model", group=str(a[0]))
         if len(mine) != len(structure):
             first = mine[len(structure)][0] if len(mine) > len(structure) else structure[len(mine)][0]
             raise MaskMismatchError(
                 f"mask does not fit this model{where}: {len(mine)} groups in the mask, {len(structure)} in the "
-                f"model (first unmatched group {first!r})")
+                f"model (first unmatched group {first!r})", group=str(first))
 
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         """Gate ``model`` in place with this mask's fixed 0/1 gates and return it.
@@ -244,7 +259,7 @@ class Mask:
         graph = self._graph_for(plain, x)
         return slim_model(plain, graph, self.keep_vector(), x)
 
-    def rethreshold(self, budget: Budget | str, model: nn.Module | None = None,
+    def rethreshold(self, budget: Budget | str, *, model: nn.Module | None = None,
                     example_input: torch.Tensor | None = None, round_to: int | None = None,
                     min_keep: float | None = None, floor: float | None = None) -> Mask:
         """A new mask from this mask's scores, thresholded at ``budget`` on ``model``.
@@ -299,16 +314,7 @@ class Mask:
 
     def save(self, path: str | Path) -> Path:
         """Write the mask as a safetensors file (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(self.to_bytes())
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, self.to_bytes())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Mask:

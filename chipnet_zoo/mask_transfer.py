@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .budget import Budget
-from .errors import MaskMismatchError, RunError
+from .errors import RunError
 from .mask import Mask
 
 PROTOCOLS = ("scratch", "finetune")
@@ -62,19 +62,9 @@ def resolve_mask(mask: Mask | str | os.PathLike, registry: Any = None) -> tuple[
 
 def _pull_default(key: str) -> Mask:
     """Pull ``key`` from the default registry, falling back to the shipped zoo."""
-    from .errors import EntryNotFoundError
     from .registry import MaskRegistry
 
-    try:
-        return MaskRegistry().pull(key)
-    except EntryNotFoundError as first:
-        builtin = getattr(MaskRegistry, "builtin", None)
-        if builtin is None:
-            raise
-        try:
-            return builtin().pull(key)
-        except EntryNotFoundError:
-            raise first from None
+    return MaskRegistry().pull(key)  # the default registry falls back to the shipped zoo itself
 
 
 def student_mask(mask: Mask, student: torch.nn.Module, example_input: torch.Tensor,
@@ -84,9 +74,7 @@ def student_mask(mask: Mask, student: torch.nn.Module, example_input: torch.Tens
     Raises:
         MaskMismatchError: the mask was learned on another architecture (or does not fit ``student``).
     """
-    arch = getattr(student, "arch_name", None)
-    if arch and mask.arch != arch:
-        raise MaskMismatchError(f"the mask is for architecture {mask.arch!r}, but the student is {arch!r}")
+    mask.check_arch(getattr(student, "arch_name", None), "student")
     budget = Budget.parse(budget) if budget is not None else mask.budget
     if budget is None:
         raise RunError("the mask records no budget; pass budget= (e.g. 'flops:0.125')")
@@ -131,8 +119,7 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, protocol: str
     if protocol not in PROTOCOLS:
         raise RunError(f"unknown transfer protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     teacher, origin = resolve_mask(mask, registry)
-    if arch is not None and teacher.arch != arch:
-        raise MaskMismatchError(f"the mask is for architecture {teacher.arch!r}, not {arch!r}")
+    teacher.check_arch(arch)
     data_seed = seed if data_seed is None else data_seed
     bundle = load_data(student_dataset, seed=data_seed, max_samples=max_samples, progress=False)
     student = create_model(teacher.arch, num_classes=bundle.num_classes, in_chans=bundle.in_chans)

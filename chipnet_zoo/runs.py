@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointDir, atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from .errors import MaskMismatchError, RunError
+from .errors import RunError
+from .weights import load_weights_into  # the one strict loader (pipeline calls R.load_weights_into)
 
 CONFIG, METRICS, LOG = "config.json", "metrics.json", "log.jsonl"
 WEIGHTS, MASK, PRUNED_WEIGHTS = "weights.safetensors", "mask.safetensors", "pruned_weights.safetensors"
@@ -114,27 +115,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         return load_tensors(path)
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise RunError(f"cannot read weights file {path}: {exc}") from None
-
-
-def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """``load_state_dict(strict=True)`` with an error that says what does not match."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        arch = getattr(model, "arch_name", type(model).__name__)
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
-        raise RunError(f"weights {source} do not fit {arch}: " + "; ".join(parts))
-    model.load_state_dict(dict(state), strict=True)
-    return model
 
 
 # --- the run folder ------------------------------------------------------------------------------
@@ -219,8 +199,7 @@ def example_input(config: Mapping[str, Any], batch: int = 1) -> torch.Tensor:
 
 def check_mask_arch(mask, arch: str) -> None:
     """A mask learned on another architecture is refused before any tracing."""
-    if mask.arch != arch:
-        raise MaskMismatchError(f"the mask is for architecture {mask.arch!r}, but the model is {arch!r}")
+    mask.check_arch(arch)
 
 
 def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

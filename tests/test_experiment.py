@@ -77,9 +77,9 @@ def _check_zoo_export(tmp_path, out):
     """export_zoo -> a registry folder with runnable models; MaskRegistry() falls back to the built-in zoo."""
     import torch
 
-    from chipnet_zoo import registry as registry_module
     from chipnet_zoo.experiment import export_zoo
     from chipnet_zoo.registry import MaskRegistry
+    from chipnet_zoo.registry import mask_registry as registry_module
 
     zoo, cards = tmp_path / "zoo", tmp_path / "cards"
     entries = export_zoo(out, zoo, cards=cards)

@@ -19,7 +19,10 @@ from chipnet_zoo.errors import (
     EntryNotFoundError,
     IntegrityError,
     InvalidKeyError,
+    InvalidLocationError,
+    InvalidRepoIdError,
     MaskFormatError,
+    MetadataMissingError,
     RegistryError,
     RegistryNotFoundError,
 )
@@ -91,7 +94,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("wrn_16.8", "mnist5k", "channels:1", "wrn_16.8/mnist5k/channels-1"),
 ])
 def test_key_round_trip(arch, dataset, budget, key):
-    assert make_key(arch, dataset, budget) == key
+    assert make_key(arch=arch, dataset=dataset, budget=budget) == key
     a, d, b = parse_key(key)
     assert (a, d, str(b)) == (arch, dataset, budget)
     assert decode_name(encode_name(arch)) == arch
@@ -121,8 +124,12 @@ def test_bad_keys_refused(key, tmp_path):
     "hf://acme/x@../main", "hf:///x", "s3://bucket/x", "hf://-acme/x",
 ])
 def test_bad_locations_refused(location):
-    with pytest.raises(InvalidKeyError):
+    with pytest.raises(InvalidLocationError) as info:  # not an InvalidKeyError: that is for keys only
         MaskRegistry(location)
+    assert not isinstance(info.value, InvalidKeyError) and isinstance(info.value, ValueError)
+    assert info.value.location.startswith(location.split("/")[0])
+    if location.startswith("hf://") and "@" not in location:
+        assert isinstance(info.value, InvalidRepoIdError) and info.value.repo_id
 
 
 # --- round trips in both backends -----------------------------------------------------------------
@@ -156,8 +163,9 @@ def test_push_list_pull_round_trip(location, tmp_path):
 
 def test_push_overrides_and_conflicts(location):
     reg = MaskRegistry(location)
-    with pytest.raises(InvalidKeyError, match="pass dataset="):
+    with pytest.raises(MetadataMissingError, match="pass dataset=") as info:
         reg.push(make_mask(dataset=None))
+    assert info.value.field == "dataset" and isinstance(info.value, ValueError)
     entry = reg.push(make_mask(dataset=None, budget=0.3), dataset="mnist5k", budget="flops:0.4")
     assert entry.key == "resnet8/mnist5k/flops-0.4"
     pulled = reg.pull(entry.key)
@@ -192,6 +200,7 @@ def test_hub_layout_card_and_single_commit(fake_hub, hub_repo, fresh_hf_cache):
     assert [e["key"] for e in index["entries"]] == ["resnet8/cifar10/flops-0.25", "tv--resnet50/cifar100/flops-0.1"]
     readme = files["README.md"].decode()
     assert readme == reg.render_card()
+    assert f"\n# chipnet-zoo masks: {hub_repo}\n" in readme and "github.com" not in readme  # links only what exists
     card = ModelCard(readme)
     data = card.data.to_dict()
     assert data["library_name"] == "chipnet-zoo"
@@ -287,14 +296,18 @@ def test_hub_tampered_file_refused_and_evicted(fake_hub, hub_repo, fresh_hf_cach
 
 
 def test_hub_missing_repo_revision_and_corrupt_index(fake_hub, hub_repo, fresh_hf_cache):
-    with pytest.raises(RegistryNotFoundError, match="not found"):
-        MaskRegistry(f"hf://{fake_hub.unique_repo_id()}").list()
+    missing = fake_hub.unique_repo_id()
+    with pytest.raises(RegistryNotFoundError, match="not found") as info:
+        MaskRegistry(f"hf://{missing}").list()
+    assert (info.value.repo_id, info.value.registry, info.value.revision) == (missing, f"hf://{missing}", "main")
     reg = MaskRegistry(f"hf://{hub_repo}")
     reg.push(make_mask(0.25))
-    with pytest.raises(RegistryNotFoundError, match="revision 'nope' not found"):
+    with pytest.raises(RegistryNotFoundError, match="revision 'nope' not found") as info:
         MaskRegistry(f"hf://{hub_repo}@nope").pull("resnet8/cifar10/flops-0.25")
-    with pytest.raises(EntryNotFoundError, match="none for resnet20"):
+    assert (info.value.repo_id, info.value.revision) == (hub_repo, "nope")
+    with pytest.raises(EntryNotFoundError, match="none for resnet20") as info:
         reg.pull("resnet20/cifar10/flops-0.25")
+    assert (info.value.key, info.value.registry) == ("resnet20/cifar10/flops-0.25", f"hf://{hub_repo}")
     fake_hub.put_file(hub_repo, "index.json", b"{not json")
     with pytest.raises(IntegrityError, match="corrupt registry index .*not valid JSON"):
         reg.list()
@@ -357,11 +370,11 @@ def test_local_tamper_corrupt_and_missing(tmp_path, monkeypatch):
 _PUSH_WORKERS = """
 import multiprocessing as mp, sys
 import matplotlib.figure, matplotlib.backends.backend_agg  # noqa: preload for the forked children
-import chipnet_zoo.mask, chipnet_zoo._registry_local  # noqa
+import chipnet_zoo.mask, chipnet_zoo.registry.local, chipnet_zoo.weights, chipnet_zoo.plots  # noqa
 from chipnet_zoo.registry import MaskRegistry
 location, paths = sys.argv[1], sys.argv[2:]
 if location.startswith("hf://"):
-    import chipnet_zoo._hub  # noqa
+    import chipnet_zoo.registry.hub  # noqa
 ctx = mp.get_context("fork")
 barrier = ctx.Barrier(len(paths))
 

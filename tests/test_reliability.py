@@ -347,12 +347,12 @@ def test_item4_index_depth_and_size_are_bounded(tmp_path, monkeypatch):
     with pytest.raises(IndexFormatError, match="not valid JSON"):
         parse_index(b'"' + b'\\"' * 1_000_000, "index.json")
     assert time.perf_counter() - start < 5
-    from chipnet_zoo import registry
+    from chipnet_zoo.registry import index
 
-    monkeypatch.setattr(registry, "MAX_INDEX_BYTES", 100)
+    monkeypatch.setattr(index, "MAX_INDEX_BYTES", 100)
     with pytest.raises(IndexFormatError, match="more than the 100 accepted"):
         parse_index(_index(), "index.json")
-    from chipnet_zoo import _registry_local
+    from chipnet_zoo.registry import local as _registry_local
 
     root = tmp_path / "zoo"
     root.mkdir()
@@ -467,6 +467,8 @@ def test_item8_explicit_token_is_scrubbed_when_the_server_echoes_it(fake_hub, hu
         message = str(info.value)
         assert "authorization" in message.lower()  # the server did echo the request headers...
         assert secret not in message and TOKEN not in message  # ...but no token survives
+        fields = " ".join(str(v) for v in vars(info.value).values())  # nor in the error's fields (answer, ...)
+        assert info.value.registry == f"hf://{hub_repo}" and secret not in fields and TOKEN not in fields
     assert secret not in repr(reg) + repr(reg._backend)
 
 
@@ -482,6 +484,8 @@ def test_item8_endpoint_userinfo_is_scrubbed(fake_hub, hub_repo, fresh_hf_cache,
             reg.push(make_mask(0.25))
     basic = base64.b64encode(f"alice:{password}".encode()).decode().rstrip("=")
     assert password not in str(info.value) and basic not in str(info.value)
+    fields = " ".join(str(v) for v in vars(info.value).values())
+    assert password not in fields and basic not in fields
     # the same through HF_ENDPOINT and the command line
     monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
     monkeypatch.setenv("HF_ENDPOINT", endpoint)

