@@ -2,13 +2,16 @@
 
 A reader (or a kill at any instant) sees the old file or the new one, each complete; a failed write leaves
 no temp file behind. Every file chipnet-zoo writes (masks, registry files and indexes, run folders,
-checkpoints, caches, cards) goes through :func:`atomic_write`.
+checkpoints, caches, cards) goes through :func:`atomic_write`, or through :func:`atomic_path` when a library
+writes the file itself (the ONNX / TorchScript / torch.export writers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -34,3 +37,29 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)  # disk full or a kill: no orphan temp file
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder for a writer that takes a file name; when the block succeeds
+    the file is fsynced and renamed to ``path``; on any error it is removed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "model.bin"
+        >>> with atomic_path(target) as tmp:
+        ...     _ = tmp.write_bytes(b"weights")
+        >>> target.read_bytes()
+        b'weights'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

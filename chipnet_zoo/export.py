@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._atomic import atomic_path
 from .errors import ChipNetZooError, EntryNotFoundError, InvalidKeyError, OutputPathError
 
 FORMATS = ("onnx", "torchscript", "pt2")
@@ -99,19 +100,6 @@ def _check_out(paths: list[Path], overwrite: bool) -> None:
             raise OutputPathError(f"{p} is a folder; give a file path, e.g. {p / 'model.onnx'}", path=str(p))
         if p.exists() and not overwrite:
             raise OutputPathError(f"{p} exists; pass --overwrite (overwrite=True) to replace it", path=str(p))
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path in ``path``'s folder, renamed to ``path`` when the block succeeds, removed if not."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -221,7 +209,7 @@ def export_model(model: nn.Module, example_input: torch.Tensor, path: str | os.P
     model = model.to("cpu").eval()
     diff = None
     try:
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             try:
                 _write(model, x, tmp, format, opset, exporter, dynamic_batch)
             except ExportError:
