@@ -19,8 +19,8 @@ Each baseline is just another per-channel score over the global channel vector o
 Around grouped convs (RegNet, ResNeXt) the thresholding keeps whole units (one channel per conv group,
 ranked by their mean score), so every baseline respects the same per-conv-group constraint as ChipNet.
 
-``direct`` (ChipNet on the student itself) is not a score: it is the pipeline's prune + finetune runs
-(see :mod:`chipnet_zoo.experiment`).
+``direct`` (ChipNet on the student itself) is not a score: it is a prune run then a finetune run
+(see :mod:`chipnet_zoo.experiments`).
 """
 
 from __future__ import annotations

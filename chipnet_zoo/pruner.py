@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .budget import Budget
 from .cost import CostModel
 from .errors import UnreachableBudgetError
-from .evaluation import evaluate_accuracy
+from .evaluation import evaluate
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph, output_classes
 from .mask import Mask
@@ -381,10 +381,10 @@ class ChipNetPruner:
         record: dict[str, Any] = {"soft_ratio": soft, "hard_ratio": self.cost.hard_ratios(keep)[self.budget.kind],
                                   "crisp_fraction": crisp_fraction, "kept_channels": int(keep.sum())}
         if val_loader is not None:
-            record["soft_val_accuracy"] = evaluate_accuracy(model, val_loader, accelerator=accelerator)
+            record["soft_val_accuracy"] = evaluate(model, val_loader, accelerator=accelerator)["accuracy"]
             gates.fixed = keep.to(z.device, torch.float32)
             try:
-                record["hard_val_accuracy"] = evaluate_accuracy(model, val_loader, accelerator=accelerator)
+                record["hard_val_accuracy"] = evaluate(model, val_loader, accelerator=accelerator)["accuracy"]
             finally:
                 gates.fixed = None
         else:

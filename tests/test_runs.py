@@ -19,8 +19,10 @@ import torch
 import chipnet_zoo as cz
 from chipnet_zoo.checkpoint import CheckpointDir, flatten_state, rng_state, set_rng_state, unflatten_state
 from chipnet_zoo.cli import main
+from chipnet_zoo.evaluation import measure_latency
+from chipnet_zoo.optim import EpochSchedule
+from chipnet_zoo.recipes import load_recipe, phase_config
 from chipnet_zoo.runs import load_run_model
-from chipnet_zoo.training import EpochSchedule, load_recipe, measure_latency, phase_config
 
 REPO = Path(__file__).resolve().parents[1]
 # 16x16 digits keep every step cheap; 192 training images, 1-2 epochs per phase
