@@ -199,7 +199,11 @@ class ChipNetPruner:
     def hard_keep(self, budget: Budget | str | None = None, scores: torch.Tensor | None = None) -> torch.Tensor:
         """Boolean keep vector from ``scores`` (default: the current gates), thresholded at ``budget``
         (default: the pruner's) with the pruner's ``round_to`` and width floors."""
-        return threshold_scores(self.z() if scores is None else scores, self.cost, budget or self.budget,
+        if scores is None:
+            from .scorers import GateScorer, score_vector
+
+            scores = score_vector(GateScorer(self), self.graph)
+        return threshold_scores(scores, self.cost, budget or self.budget,
                                 round_to=self.round_to, min_keep=self.min_keep, floor=self.floor)
 
     def mask(self, budget: Budget | str | None = None) -> Mask:
@@ -208,7 +212,9 @@ class ChipNetPruner:
         if self.best is not None and budget == self.budget:
             keep, scores = self.best["keep"], self.best["scores"]
         else:
-            scores = self.z()
+            from .scorers import GateScorer, score_vector
+
+            scores = score_vector(GateScorer(self), self.graph)
             keep = self.hard_keep(budget, scores)
         metrics = {"hard_val_accuracy": self.best["accuracy"], "best_epoch": self.best["epoch"]} if self.best else {}
         model = self.model
