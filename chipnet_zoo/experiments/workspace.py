@@ -28,14 +28,20 @@ class Workspace:
 
         return self.prune(teacher, budget, seed) / MASK
 
-    def _run(self, kind: str, out: Path, dataset: str, seed: int, **kw: Any) -> dict[str, Any]:
-        """Execute (or reuse, or resume) the run in ``out``, waiting while another lane holds it."""
-        from ..runs import RunRequest, execute
+    def request(self, kind: str, out: Path, dataset: str, seed: int, **kw: Any):
+        """The :class:`~chipnet_zoo.runs.RunRequest` of a shared run: the config's arch, recipe, subset, split
+        and epochs, resumed if it exists, waiting while another lane holds it."""
+        from ..runs import RunRequest
 
-        return execute(RunRequest(kind, out=str(out), arch=self.cfg.arch, dataset=dataset, recipe=self.cfg.recipe,
-                                  max_samples=self.cfg.samples(dataset), data_seed=self.cfg.data_seed, seed=seed,
-                                  epochs=(self.cfg.epochs or {}).get(kind), resume=True, progress=self.progress,
-                                  wait_for_lock=True, argv=self.command, **kw))
+        return RunRequest(kind, out=str(out), arch=self.cfg.arch, dataset=dataset, recipe=self.cfg.recipe,
+                          max_samples=self.cfg.samples(dataset), data_seed=self.cfg.data_seed, seed=seed,
+                          epochs=(self.cfg.epochs or {}).get(kind), resume=True, progress=self.progress,
+                          wait_for_lock=True, argv=self.command, **kw)
+
+    def _run(self, kind: str, out: Path, dataset: str, seed: int, **kw: Any) -> dict[str, Any]:
+        from ..runs import execute
+
+        return execute(self.request(kind, out, dataset, seed, **kw))
 
     def dense(self, dataset: str, seed: int) -> Path:
         """A finished dense ``train`` run on ``dataset`` (trained once per dataset and seed)."""
