@@ -28,7 +28,7 @@ from torch import nn
 from .budget import Budget
 from .mask import Mask
 
-#: Score-based baselines (``direct`` is a pipeline run, not a score).
+#: Score-based baselines (``direct`` is a prune run, not a score).
 BASELINES = ("random", "l1", "slimming")  # the names of scorers.BASELINE_SCORERS
 
 

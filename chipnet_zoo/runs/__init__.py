@@ -6,8 +6,8 @@ Data flow: :class:`RunRequest` (the CLI's options) -> :func:`~.options.resolve` 
 a :class:`~.execute.RunSession` -> :func:`~.train.train_phase` or :func:`~.prune.prune_phase` -> ``metrics.json``.
 
 Modules: :mod:`.folder` (the folder: files, lock, log, checkpoints), :mod:`.options`, :mod:`.execute`,
-:mod:`.train`, :mod:`.prune`, :mod:`.evaluate`, :mod:`.weights` (state dicts, :func:`load_run_model`),
-:mod:`.plots`.
+:mod:`.train` (dense training; the training of fine-tuning), :mod:`.finetune` (the mask a fine-tuning slims
+with), :mod:`.prune`, :mod:`.evaluate`, :mod:`.weights` (state dicts, :func:`load_run_model`), :mod:`.plots`.
 
     >>> from chipnet_zoo.runs import load_run_model
     >>> model = load_run_model("runs/finetune-resnet8-mnist5k-flops-0.25")   # doctest: +SKIP

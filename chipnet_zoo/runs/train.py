@@ -1,24 +1,22 @@
-"""The ``train`` phase (a dense model, from random init or ``--weights``) and the ``finetune`` phase (a
-model slimmed by a mask - re-thresholded first if the run's budget differs - then trained with the mask
-frozen). Both are plain cross-entropy training (:class:`~chipnet_zoo.training.Trainer`)."""
+"""The ``train`` phase (a dense model, from random init or ``--weights``) and the training of the
+``finetune`` phase (a model slimmed by its mask, :mod:`.finetune`): plain cross-entropy training
+(:class:`~chipnet_zoo.training.Trainer`) with a checkpoint every epoch."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..mask_plot import save_kept_channels
 from ..training import Trainer
-from .evaluate import ALL_ONES, cpu_copy, final_metrics, mask_ratios
+from .evaluate import ALL_ONES, cpu_copy, final_metrics
 from .execute import RunSession
-from .folder import CURVES, KEPT_PLOT, MASK, WEIGHTS
+from .finetune import save_finetuned_mask, slim_with_mask
+from .folder import CURVES, WEIGHTS
 from .plots import plot_curves
-from .weights import check_mask_arch, load_state_dict_file, load_weights_into, save_state_dict
+from .weights import load_state_dict_file, load_weights_into, save_state_dict
 
 
 def train_phase(session: RunSession) -> dict[str, Any]:
     """Train (or fine-tune) the run's model, save its weights (and mask) and return its metrics."""
-    from ..mask import Mask
-
     options, bundle, acc, run = session.options, session.bundle, session.accelerator, session.run
     x = session.example_input()
     model = session.new_model()
@@ -27,13 +25,7 @@ def train_phase(session: RunSession) -> dict[str, Any]:
         load_weights_into(model, load_state_dict_file(weights), weights)
     mask = ratios = None
     if options.kind == "finetune":
-        mask = Mask.load(options.mask_file)
-        check_mask_arch(mask, options.arch)
-        if options.budget is not None and mask.budget is not None and options.budget != mask.budget:
-            mask = mask.rethreshold(options.budget, model=model, example_input=x)
-            session.log(f"mask re-thresholded to {options.budget}: ratios {mask.ratios}")
-        ratios = mask_ratios(mask, model, x)
-        model = mask.slim(model, x)
+        model, mask, ratios = slim_with_mask(session, model, x)
         if not weights:
             session.log("no --weights: the slimmed model is trained from scratch (random init)")
     trainer = Trainer(model, session.loaders.train, session.loaders.val, session.phase, accelerator=acc,
@@ -57,9 +49,6 @@ def train_phase(session: RunSession) -> dict[str, Any]:
         save_state_dict(run.file(WEIGHTS), state, arch=options.arch, kind="slim" if mask else "dense",
                         num_classes=bundle.num_classes, input_size=list(bundle.input_size))
         if mask is not None:
-            mask.with_metadata(metrics={**(mask.metadata.get("metrics") or {}),
-                                        "finetuned_val_accuracy": metrics["val_accuracy"],
-                                        "finetuned_test_accuracy": metrics["test_accuracy"]}).save(run.file(MASK))
-            save_kept_channels(mask, run.file(KEPT_PLOT))
+            save_finetuned_mask(session, mask, metrics)
         plot_curves(history, run.file(CURVES), f"{options.kind} {options.arch} on {bundle.name}")
     return metrics
