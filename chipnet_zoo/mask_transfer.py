@@ -12,9 +12,8 @@ The result is an ordinary ``finetune`` run folder (``config.json``, ``metrics.js
 ``mask.safetensors`` with ``method=transfer:<origin>``), plus a ``transfer`` section in both JSON files.
 
     >>> import chipnet_zoo as cz
-    >>> from chipnet_zoo.mask_transfer import StudentTraining
     >>> metrics = cz.transfer("resnet8/animal-mnist/flops-0.125", "mnist5k", protocol="scratch",
-    ...                       training=StudentTraining(recipe="cpu", epochs=10), out="runs/transfer-demo")  # doctest: +SKIP
+    ...                       training=cz.StudentTraining(recipe="cpu", epochs=10), out="runs/transfer-demo")  # doctest: +SKIP
     >>> metrics["test_accuracy"], metrics["ratios"]["flops"]                            # doctest: +SKIP
 """
 
@@ -155,7 +154,7 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, *, protocol: 
     Example:
         >>> import chipnet_zoo as cz
         >>> m = cz.transfer("resnet8/animal-mnist/flops-0.125", "mnist5k",
-        ...                 training=StudentTraining(recipe="tiny", max_samples=200))   # doctest: +SKIP
+        ...                 training=cz.StudentTraining(recipe="tiny", max_samples=200))   # doctest: +SKIP
         >>> m["transfer"]["protocol"], m["ratios"]["flops"] <= 0.125                      # doctest: +SKIP
         ('scratch', True)
     """

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from ..distributed import describe_accelerator, is_rank0, make_accelerator
 from ..errors import RunError
 from .folder import Run, library_versions, now, write_summary
 from .options import RunOptions, RunRequest, check_resume, resolve
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import DataBundle, Loaders
 
 
 def log(msg: str, accelerator=None) -> None:
@@ -38,8 +41,8 @@ class RunSession:
 
     run: Run
     options: RunOptions
-    bundle: Any  # data.DataBundle
-    loaders: Any  # data.Loaders
+    bundle: DataBundle
+    loaders: Loaders
     accelerator: Any
     progress: bool = True
     resume_state: dict[str, Any] | None = None
