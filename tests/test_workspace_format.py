@@ -110,6 +110,15 @@ def test_results_rows_keep_their_format_and_legacy_rows_report(tmp_path):
     assert "| chipnet-direct | 7.4 ± 0.0 (n=1) |" in summary["table"]
 
 
+def test_the_experiment_config_json_loads_as_a_config_again(tmp_path):
+    from chipnet_zoo.experiments.runner import run_experiment
+
+    cfg = _config(tmp_path)
+    summary = run_experiment(cfg, out=tmp_path, max_cells=0, command=["experiment", "x.yaml"])
+    assert summary["done"] == 0
+    assert ExperimentConfig.load(tmp_path / "config.json") == cfg
+
+
 def test_a_run_folder_keeps_its_files_and_keys(tmp_path):
     """A real (tiny) dense run through the workspace: file names, config and metrics keys, the command."""
     ws = Workspace(_config(tmp_path), tmp_path, command=["experiment", "compat.yaml", "--lane", "0/2"])

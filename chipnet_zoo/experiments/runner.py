@@ -27,12 +27,12 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | o
     before each new cell (tests use it to interrupt a run). ``lane=(k, n)`` runs only the cells of every
     n-th (student, seed) pair from the k-th: n processes on one ``out`` share the grid (run folders are
     locked, so a lane that needs a shared run another lane is making waits for it). ``command``: the
-    command line (without ``chipnet-zoo``) recorded in ``<out>/config.json`` and in every new run folder's.
+    command line (without ``chipnet-zoo``) recorded in every new run folder's ``config.json``.
     """
     cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.load(config)
     out = Path(out or cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps({**cfg.to_dict(), "command": ["chipnet-zoo", *(command or [])]}, indent=1))
+    (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=1))  # loadable as a config again: no extra keys
     ws = workspace(cfg, out) if workspace is not None else Workspace(cfg, out, progress, command=command)
     cells = grid(cfg)
     done = {r["cell"] for r in read_results(out)} & {c.id for c in cells}  # rows of other grids don't count
