@@ -93,7 +93,8 @@ def test_workspace_requests_resume_legacy_runs(tmp_path):
         assert resume_differences(request, legacy[kind]) == {}, kind
     other = ws.request("train", dense, "mnist5k", 1)
     assert resume_differences(other, legacy["train"]) == {"seed": (0, 1)}  # the comparison is not vacuous
-    budget = RunRequest("prune", budget=Budget.parse("flops:0.125"))
+    budget = RunRequest("prune", budget="flops:0.125")  # parsed once, where the request is made
+    assert budget.budget == Budget("flops", 0.125)
     assert resume_differences(budget, legacy["prune"]) == {"budget": ("flops:0.25", "flops:0.125")}
 
 

@@ -27,7 +27,8 @@ _SOURCE_KINDS = {"prune": ("train",), "finetune": ("prune",), "train": ("train",
 @dataclass
 class RunRequest:
     """What one run is asked to do (the CLI's options); ``None`` = take it from ``from_run`` / the recipe.
-    ``budget`` is parsed once, at the edge (``Budget.parse``)."""
+    ``budget`` is parsed here, at the edge (a ``"kind:value"`` string becomes a :class:`Budget`), and passed
+    on as that object."""
 
     kind: str
     out: str | None = None
@@ -55,6 +56,10 @@ class RunRequest:
     round_to: int | None = None  # prune: channel counts in multiples of this (overrides the recipe)
     wait_for_lock: bool = False  # another process on the same run folder: wait (True) or fail (False)
     argv: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.budget is not None:
+            self.budget = Budget.parse(self.budget)
 
 
 @dataclass(frozen=True)
