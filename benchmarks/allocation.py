@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 import chipnet_zoo as cz
 from chipnet_zoo.baselines import baseline_mask, channel_scores
 from chipnet_zoo.data import load_data, make_loaders
-from chipnet_zoo.evaluation import evaluate_accuracy
+from chipnet_zoo.evaluation import evaluate
 from chipnet_zoo.pruner import distillation_loss
 
 RESULTS = Path(__file__).parent / "results" / "allocation.jsonl"
@@ -135,13 +135,13 @@ def warm_start_psi(pruner, scores: torch.Tensor, spread: float = 2.0) -> None:
 
 def masked_accuracy(mask, model, x, loaders) -> tuple[float, float]:
     net = mask.apply(copy.deepcopy(model), x)
-    return evaluate_accuracy(net, loaders.val), evaluate_accuracy(net, loaders.test)
+    return evaluate(net, loaders.val)["accuracy"], evaluate(net, loaders.test)["accuracy"]
 
 
 def finetune(mask, dense, x, loaders, epochs: int, *, distill: bool = False) -> float:
     slim = mask.slim(copy.deepcopy(dense), x)
     train(slim, loaders.train, epochs, 0.02, teacher=dense.eval() if distill else None)
-    return evaluate_accuracy(slim, loaders.test)
+    return evaluate(slim, loaders.test)["accuracy"]
 
 
 def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
     prune_loaders = make_loaders(data, batch_size=32, seed=seed)
     x = torch.randn(1, 1, 28, 28)
     dense = dense_model(dataset, seed, loaders, args.dense_epochs, Path(args.cache), args.max_samples)
-    dense_test = evaluate_accuracy(dense, loaders.test)
+    dense_test = evaluate(dense, loaders.test)["accuracy"]
     ctor, fit, _ = VARIANTS[variant]
     fit = dict(fit)
     epochs = args.prune_epochs * int(fit.pop("epochs_factor", 1))
@@ -166,9 +166,9 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
         warm_start_psi(pruner, channel_scores(model, pruner.graph, psi_init, seed=seed))
     pruner.fit(prune_loaders.train, prune_loaders.val, epochs=epochs, progress=False, **fit)
     mask = pruner.mask()
-    hard_val, hard_test = evaluate_accuracy(model, prune_loaders.val), None
+    hard_val, hard_test = evaluate(model, prune_loaders.val)["accuracy"], None
     pruner.gates.fixed = mask.keep_vector().float()
-    hard_test = evaluate_accuracy(model, prune_loaders.test)
+    hard_test = evaluate(model, prune_loaders.test)["accuracy"]
     pruner.gates.fixed = None
     pruner.remove()
     phase_seconds = time.perf_counter() - start
@@ -178,7 +178,7 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
     rnd_model = rnd.apply(copy.deepcopy(dense), x)
     torch.manual_seed(seed)
     train(rnd_model, prune_loaders.train, epochs, 1e-3, optimizer="adamw")
-    rnd_val, rnd_test = evaluate_accuracy(rnd_model, loaders.val), evaluate_accuracy(rnd_model, loaders.test)
+    rnd_val, rnd_test = evaluate(rnd_model, loaders.val)["accuracy"], evaluate(rnd_model, loaders.test)["accuracy"]
     row = {
         "random_plain": not ctor.get("floor", 0.0) and not ctor.get("min_keep", 0.0),
         "variant": variant, "budget": budget, "dataset": dataset, "seed": seed, "max_samples": args.max_samples,
@@ -209,7 +209,7 @@ def network_order(row: dict[str, Any]) -> list[int]:
 def report(rows: list[dict[str, Any]]) -> str:
     """Mean ± std over seeds per (dataset, budget, variant); allocation of the lowest seed; the paired
     difference to the plain random mask (no floor) of the same seed after the same fine-tuning."""
-    from chipnet_zoo.experiment import paired_interval
+    from chipnet_zoo.experiments.report import paired_interval
 
     def key(r):
         return r["dataset"], r["budget"], r["variant"], r["prune_epochs"]

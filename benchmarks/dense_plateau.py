@@ -18,7 +18,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from chipnet_zoo.experiment import ExperimentConfig, paired_interval, read_results, run_experiment
+from chipnet_zoo.experiments import ExperimentConfig, paired_interval, read_results, run_experiment
 
 RESULT = Path(__file__).parent / "results" / "dense_plateau.md"
 MAX_SAMPLES = {"animal-mnist": 3000, "mnist5k": None}

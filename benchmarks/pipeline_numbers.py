@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from chipnet_zoo.experiment import Cell, ExperimentConfig, Workspace
+from chipnet_zoo.experiments import Cell, ExperimentConfig, Workspace
 from chipnet_zoo.runs import Run
 
 RESULTS = Path(__file__).parent / "results"

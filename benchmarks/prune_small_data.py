@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import chipnet_zoo as cz
 from chipnet_zoo.data import load_data, make_loaders
-from chipnet_zoo.evaluation import evaluate_accuracy
+from chipnet_zoo.evaluation import evaluate
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,7 +58,7 @@ def recalibrated_hard_accuracy(pruner: cz.ChipNetPruner, train, val, batches: in
             if i >= batches:
                 break
             model(x)
-        return evaluate_accuracy(model, val)
+        return evaluate(model, val)["accuracy"]
     finally:
         pruner.gates.fixed = None
         model.load_state_dict(saved)
@@ -127,7 +127,7 @@ def main() -> None:
     model = cz.create_model("resnet20", num_classes=10, in_chans=1)
     start = time.perf_counter()
     pretrain(model, pre, args.pretrain_epochs)
-    dense = evaluate_accuracy(model, val)
+    dense = evaluate(model, val)["accuracy"]
     print(f"dense: val accuracy {dense:.3f} after {args.pretrain_epochs} epochs ({time.perf_counter() - start:.0f} s)")
     kwargs = {} if args.psi_travel is None else {"psi_travel": args.psi_travel}
     kwargs["group_normalize"] = not args.no_group_normalize

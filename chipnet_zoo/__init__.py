@@ -22,6 +22,7 @@ __all__ = [
     "ChipNetPruner",
     "Mask",
     "MaskRegistry",
+    "StudentTraining",
     "create_model",
     "list_models",
     "transfer",
@@ -34,6 +35,7 @@ _LAZY = {
     "ChipNetPruner": ".pruner",
     "Mask": ".mask",
     "MaskRegistry": ".registry",
+    "StudentTraining": ".mask_transfer",
     "create_model": ".models",
     "list_models": ".models",
     "transfer": ".mask_transfer",  # not ".transfer": a submodule would shadow the function
@@ -42,7 +44,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from .budget import Budget
     from .mask import Mask
-    from .mask_transfer import transfer
+    from .mask_transfer import StudentTraining, transfer
     from .models import create_model, list_models
     from .pruner import ChipNetPruner
     from .registry import MaskRegistry

@@ -1,13 +1,8 @@
 """Baseline masks that meet a budget through the same budget-exact thresholding as ChipNet (DESIGN §3.6).
 
-Each baseline is just another per-channel score over the global channel vector of a
-:class:`~chipnet_zoo.groups.ChannelGraph`, fed to :func:`~chipnet_zoo.threshold.threshold_scores`:
-
-* ``random``: seeded uniform scores;
-* ``l1``: the L1 norm of every producing conv/linear filter of the channel (Li et al. 2017), summed over
-  the layers of the channel's group (a residual stream has several producers);
-* ``slimming``: ``|γ|`` of every batch-norm on the channel (Network Slimming, Liu et al. 2017), summed
-  over the group's batch-norms.
+Each baseline is a :mod:`scorer <chipnet_zoo.scorers>` (the protocol ChipNet's gates use too) whose
+scores are fed to :func:`~chipnet_zoo.threshold.threshold_scores`: ``random`` (seeded uniform), ``l1``
+(filter L1 norms, Li et al. 2017) and ``slimming`` (batch-norm ``|γ|``, Liu et al. 2017).
 
     >>> import torch, chipnet_zoo as cz
     >>> from chipnet_zoo.baselines import baseline_mask
@@ -19,8 +14,8 @@ Each baseline is just another per-channel score over the global channel vector o
 Around grouped convs (RegNet, ResNeXt) the thresholding keeps whole units (one channel per conv group,
 ranked by their mean score), so every baseline respects the same per-conv-group constraint as ChipNet.
 
-``direct`` (ChipNet on the student itself) is not a score: it is the pipeline's prune + finetune runs
-(see :mod:`chipnet_zoo.experiment`).
+``direct`` (ChipNet on the student itself) is not a score: it is a prune run then a finetune run
+(see :mod:`chipnet_zoo.experiments`).
 """
 
 from __future__ import annotations
@@ -33,12 +28,13 @@ from torch import nn
 from .budget import Budget
 from .mask import Mask
 
-#: Score-based baselines (``direct`` is a pipeline run, not a score).
-BASELINES = ("random", "l1", "slimming")
+#: Score-based baselines (``direct`` is a prune run, not a score).
+BASELINES = ("random", "l1", "slimming")  # the names of scorers.BASELINE_SCORERS
 
 
 def channel_scores(model: nn.Module, graph, method: str, *, seed: int = 0) -> torch.Tensor:
-    """One float64 score per global channel of ``graph`` (higher = more important).
+    """One float64 score per global channel of ``graph`` (higher = more important): the baseline's
+    :mod:`scorer <chipnet_zoo.scorers>` over every group.
 
     Args:
         model: the model ``graph`` was built from (its weights are read, not changed).
@@ -46,35 +42,9 @@ def channel_scores(model: nn.Module, graph, method: str, *, seed: int = 0) -> to
         method: ``random``, ``l1`` or ``slimming``.
         seed: the seed of ``random``.
     """
-    n = graph.num_channels
-    if method == "random":
-        gen = torch.Generator().manual_seed(int(seed))
-        return torch.rand(n, generator=gen, dtype=torch.float64)
-    if method not in BASELINES:
-        raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
-    modules = dict(model.named_modules())
-    scores = torch.zeros(n, dtype=torch.float64)
-    found = False
-    for layer in graph.layers:
-        if not len(layer.out_global) or layer.is_classifier:
-            continue
-        module = modules[layer.name]
-        weight = getattr(module, "weight", None)
-        if weight is None:
-            continue
-        w = weight.detach().to("cpu", torch.float64)
-        if method == "l1" and layer.kind in ("conv", "linear"):
-            per_channel = w.abs().reshape(w.shape[0], -1).sum(1)
-        elif method == "slimming" and layer.kind == "bn":
-            per_channel = w.abs()
-        else:
-            continue
-        scores.index_add_(0, layer.out_global, per_channel[layer.out_local])
-        found = True
-    if not found:
-        what = "batch-norm layers with affine weights" if method == "slimming" else "conv/linear layers"
-        raise ValueError(f"baseline {method!r} needs {what} on the prunable channels; the model has none")
-    return scores
+    from .scorers import baseline_scorer, score_vector
+
+    return score_vector(baseline_scorer(method, model, graph, seed=seed), graph)
 
 
 def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, example_input: torch.Tensor,

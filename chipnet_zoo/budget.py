@@ -47,10 +47,24 @@ class Budget:
         object.__setattr__(self, "value", value)
 
     @classmethod
-    def parse(cls, text: str | Budget) -> Budget:
-        """Parse ``"kind:value"`` (e.g. ``"flops:0.1"``); a ``Budget`` is returned unchanged."""
+    def parse(cls, text: str | float | Budget, *, default_kind: str | None = None) -> Budget:
+        """The one parser of budgets (the CLI, experiment configs and the library all use it).
+
+        ``"kind:value"`` (e.g. ``"flops:0.1"``); a bare number (or numeric string) when ``default_kind`` is
+        given (an experiment config's ``budget_type``); a ``Budget`` is returned unchanged.
+
+        Example:
+            >>> Budget.parse("flops:0.25")
+            Budget(kind='flops', value=0.25)
+            >>> Budget.parse(0.125, default_kind="params")
+            Budget(kind='params', value=0.125)
+        """
         if isinstance(text, Budget):
             return text
+        if default_kind is not None and not (isinstance(text, str) and ":" in text):
+            if isinstance(text, bool):
+                raise BudgetError(f"budget value must be a number, got {text!r}")
+            return cls(default_kind, text)
         if not isinstance(text, str) or text.count(":") != 1:
             raise BudgetError(f"budget must look like 'kind:value' (e.g. 'flops:0.1'), got {text!r}")
         kind, value = (part.strip() for part in text.split(":"))

@@ -8,7 +8,7 @@
 5. compare with ChipNet run directly on the student, a random mask at the same budget, and the dense
    student; print the table and write the plot.
 
-It is an experiment (:mod:`chipnet_zoo.experiment`) with one seed, small subsets and few epochs, so it
+It is an experiment (:mod:`chipnet_zoo.experiments`) with one seed, small subsets and few epochs, so it
 resumes when run again in the same folder (``--fresh`` starts over).
 """
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .experiment import ExperimentConfig, Workspace, run_experiment
+from .experiments import ExperimentConfig, Workspace, run_experiment
 
 TEACHER, STUDENT = "animal-mnist", "mnist5k"
 
@@ -45,12 +45,13 @@ def demo_config(quick: bool = False, out: str | Path = "chipnet-zoo-demo") -> Ex
 class DemoWorkspace(Workspace):
     """Teacher masks go through a registry: pushed after pruning, then pulled back by key for transfer."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, registry: Any, log: list[str]):
-        super().__init__(cfg, out, progress=False)
+    def __init__(self, cfg: ExperimentConfig, out: Path, registry: Any, log: list[str],
+                 command: list[str] | None = None):
+        super().__init__(cfg, out, progress=False, command=command)
         self.registry, self.log = registry, log
 
     def teacher_mask(self, teacher: str, budget: float, seed: int) -> str:
-        from .runs import MASK
+        from .runs.folder import MASK
 
         path = self.prune(teacher, budget, seed) / MASK
         entry = self.registry.push(path, overwrite=True, message="chipnet-zoo demo")
@@ -72,9 +73,17 @@ def demo_registry(out: Path, registry: Any = None) -> Any:
     return MaskRegistry(registry if registry is not None else Path(out) / "registry")
 
 
-def run_demo(quick: bool = False, out: str | Path | None = None, registry: Any = None,
-             fresh: bool = False) -> dict[str, Any]:
-    """Run the demo; returns the experiment summary plus ``seconds``, ``registry`` and ``keys``."""
+def run_demo(*, quick: bool = False, out: str | Path | None = None, registry: Any = None,
+             fresh: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the demo; returns the experiment summary plus ``seconds``, ``registry`` and ``keys``.
+
+    ``argv``: the command line (without ``chipnet-zoo``) recorded in every run folder's ``config.json``;
+    default: the ``demo`` command these arguments make.
+    """
+    if argv is None:
+        argv = ["demo", *(["--quick"] if quick else []), *(["--out", str(out)] if out else []),
+                *(["--registry", str(registry)] if isinstance(registry, (str, Path)) else []),
+                *(["--fresh"] if fresh else [])]
     out = Path(out or ("chipnet-zoo-demo-quick" if quick else "chipnet-zoo-demo"))
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -90,7 +99,8 @@ def run_demo(quick: bool = False, out: str | Path | None = None, registry: Any =
           f"{out.resolve()}; teacher masks in the registry {reg.location}", file=sys.stderr, flush=True)
     log: list[str] = []
     start = time.perf_counter()
-    summary = run_experiment(cfg, out=out, workspace=lambda c, o: DemoWorkspace(c, o, reg, log))
+    summary = run_experiment(cfg, out=out, command=argv,
+                             workspace=lambda c, o: DemoWorkspace(c, o, reg, log, command=argv))
     seconds = time.perf_counter() - start
     keys = [e.key for e in reg.list(arch=cfg.arch, dataset=TEACHER)]
     summary.update({"seconds": seconds, "registry": reg.location, "keys": keys, "settings": settings,

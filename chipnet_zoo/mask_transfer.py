@@ -13,7 +13,7 @@ The result is an ordinary ``finetune`` run folder (``config.json``, ``metrics.js
 
     >>> import chipnet_zoo as cz
     >>> metrics = cz.transfer("resnet8/animal-mnist/flops-0.125", "mnist5k", protocol="scratch",
-    ...                       recipe="cpu", out="runs/transfer-demo")                  # doctest: +SKIP
+    ...                       training=cz.StudentTraining(recipe="cpu", epochs=10), out="runs/transfer-demo")  # doctest: +SKIP
     >>> metrics["test_accuracy"], metrics["ratios"]["flops"]                            # doctest: +SKIP
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,8 @@ def _pull_default(key: str) -> Mask:
     return MaskRegistry().pull(key)  # the default registry falls back to the shipped zoo itself
 
 
-def student_mask(mask: Mask, student: torch.nn.Module, example_input: torch.Tensor,
-                 budget: Budget | str | None = None, *, origin: str = "mask", **metadata: Any) -> Mask:
+def student_mask(mask: Mask, student: torch.nn.Module, *, example_input: torch.Tensor,
+                 budget: Budget | str | None = None, origin: str = "mask", **metadata: Any) -> Mask:
     """The teacher's scores re-thresholded at ``budget`` (default: the teacher's) on ``student``.
 
     Raises:
@@ -85,12 +86,38 @@ def student_mask(mask: Mask, student: torch.nn.Module, example_input: torch.Tens
                              hparams={"teacher": teacher, "origin": origin}, **metadata)
 
 
-def transfer(mask: Mask | str | os.PathLike, student_dataset: str, protocol: str = "scratch", *,
-             budget: Budget | str | None = None, arch: str | None = None, recipe: str = "cpu",
-             epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-             seed: int = 0, data_seed: int | None = None, max_samples: int | None = None,
-             out: str | os.PathLike | None = None, dense_weights: str | os.PathLike | None = None,
-             dense_epochs: int | None = None, registry: Any = None, push_to: Any = None,
+@dataclass(frozen=True)
+class StudentTraining:
+    """How a transferred student is trained.
+
+    ``recipe`` (a shipped name or a YAML file) gives the fine-tune phase, ``epochs``/``batch_size``/``lr``
+    override it; ``seed`` is the run's seed, ``data_seed`` the data split's (default: ``seed``),
+    ``max_samples`` a training subset; ``dense_epochs``: the ``finetune`` protocol's dense student training
+    (when no dense weights are given).
+
+    Example:
+        >>> StudentTraining(recipe="tiny", epochs=1).seed
+        0
+    """
+
+    recipe: str = "cpu"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    data_seed: int | None = None
+    max_samples: int | None = None
+    dense_epochs: int | None = None
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+
+def transfer(mask: Mask | str | os.PathLike, student_dataset: str, *, protocol: str = "scratch",
+             budget: Budget | str | None = None, arch: str | None = None,
+             training: StudentTraining | None = None, out: str | os.PathLike | None = None,
+             dense_weights: str | os.PathLike | None = None, registry: Any = None, push_to: Any = None,
              overwrite: bool = False, device: str = "auto", progress: bool = True,
              argv: list[str] | None = None) -> dict[str, Any]:
     """Transfer a (teacher) mask to ``student_dataset`` and train the student; returns its metrics.
@@ -102,33 +129,41 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, protocol: str
         protocol: ``scratch`` (the paper's) or ``finetune`` (see the module docstring).
         budget: the student's budget (default: the teacher's), counted on the student's model and input size.
         arch: the expected architecture; a mask for another one is refused (``MaskMismatchError``).
-        recipe, epochs, batch_size, lr: the fine-tune phase (recipe name or YAML file; flags override it).
-        seed, data_seed, max_samples: the run's seed, the data split's seed (default: ``seed``), a subset.
+        training: how the student is trained (:class:`StudentTraining`; default: the ``cpu`` recipe, seed 0).
         out: the run folder (default ``runs/transfer-<arch>-<student>-<budget>-<protocol>``). A finished
             run there is reported, not redone; an unfinished one is resumed.
         dense_weights: ``finetune`` only: a dense student weights file or a finished ``train`` run folder;
-            default: train one into ``<out>/dense`` (``dense_epochs`` epochs of the recipe's train phase).
+            default: train one into ``<out>/dense`` (``training.dense_epochs`` epochs of the train phase).
         registry: where a mask key is looked up.
-        push_to: a registry (object or location) to push the student's mask and slim weights to.
+        push_to, overwrite: a registry (object or location) to push the student's mask and slim weights to;
+            ``overwrite`` replaces a different mask at the key.
+        device, progress, argv: where to run, progress bars, the command line recorded in ``config.json``.
+
+    Example:
+        >>> import chipnet_zoo as cz
+        >>> m = cz.transfer("resnet8/animal-mnist/flops-0.125", "mnist5k",
+        ...                 training=cz.StudentTraining(recipe="tiny", max_samples=200))   # doctest: +SKIP
+        >>> m["transfer"]["protocol"], m["ratios"]["flops"] <= 0.125                      # doctest: +SKIP
+        ('scratch', True)
     """
     from .data import load_data
     from .models import create_model
-    from .pipeline import RunSettings, execute
-    from .runs import WEIGHTS, Run
+    from .runs import Run, RunRequest, execute
+    from .runs.folder import MASK, WEIGHTS
 
     if protocol not in PROTOCOLS:
         raise RunError(f"unknown transfer protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     teacher, origin = resolve_mask(mask, registry)
     teacher.check_arch(arch)
-    data_seed = seed if data_seed is None else data_seed
-    bundle = load_data(student_dataset, seed=data_seed, max_samples=max_samples, progress=False)
+    t = training or StudentTraining()
+    bundle = load_data(student_dataset, seed=t.split_seed, max_samples=t.max_samples, progress=False)
     student = create_model(teacher.arch, num_classes=bundle.num_classes, in_chans=bundle.in_chans)
     x = torch.zeros(1, *bundle.input_size)
-    smask = student_mask(teacher, student, x, budget, origin=origin, dataset=bundle.name,
+    smask = student_mask(teacher, student, example_input=x, budget=budget, origin=origin, dataset=bundle.name,
                          num_classes=bundle.num_classes)
     the_budget = smask.budget
     if out is None:
-        from .runs import default_run_dir
+        from .runs.folder import default_run_dir
 
         base = default_run_dir("transfer", teacher.arch, bundle.name, the_budget.slug)
         out = base.with_name(f"{base.name}-{protocol}")
@@ -149,19 +184,18 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, protocol: str
             dense_info = {"weights": str(weights)}
         else:
             dense_run = out / "dense"
-            dm = execute(RunSettings("train", out=str(dense_run), arch=teacher.arch, dataset=student_dataset,
-                                     max_samples=max_samples, data_seed=data_seed, epochs=dense_epochs,
-                                     batch_size=batch_size, seed=seed, recipe=recipe, resume=True,
-                                     device=device, progress=progress))
+            dm = execute(RunRequest("train", out=str(dense_run), arch=teacher.arch, dataset=student_dataset,
+                                    max_samples=t.max_samples, data_seed=t.split_seed, epochs=t.dense_epochs,
+                                    batch_size=t.batch_size, seed=t.seed, recipe=t.recipe, resume=True,
+                                    device=device, progress=progress))
             weights = dense_run / WEIGHTS
             dense_info = {"run": str(dense_run), "val_accuracy": dm.get("val_accuracy"),
                           "test_accuracy": dm.get("test_accuracy")}
-    metrics = execute(RunSettings("finetune", out=str(out), arch=teacher.arch, dataset=student_dataset,
-                                  max_samples=max_samples, data_seed=data_seed, budget=str(the_budget),
-                                  epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, recipe=recipe,
-                                  weights=str(weights) if weights else None, mask=str(out / STUDENT_MASK),
-                                  resume=True, device=device, progress=progress,
-                                  argv=list(argv or [])))
+    metrics = execute(RunRequest("finetune", out=str(out), arch=teacher.arch, dataset=student_dataset,
+                                 max_samples=t.max_samples, data_seed=t.split_seed, budget=the_budget,
+                                 epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed, recipe=t.recipe,
+                                 weights=str(weights) if weights else None, mask=str(out / STUDENT_MASK),
+                                 resume=True, device=device, progress=progress, argv=list(argv or [])))
     info = {"protocol": protocol, "origin": origin, "method": f"transfer:{origin}",
             "teacher_dataset": teacher.metadata.get("dataset"), "teacher_budget": str(teacher.budget),
             "teacher_ratios": teacher.ratios, "teacher_input_size": teacher.metadata.get("input_size"),
@@ -178,7 +212,7 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, protocol: str
         from .registry import MaskRegistry
 
         reg = push_to if isinstance(push_to, MaskRegistry) else MaskRegistry(push_to)
-        entry = reg.push(run.file("mask.safetensors"), weights=run.file(WEIGHTS), weights_as="slim",
+        entry = reg.push(run.file(MASK), weights=run.file(WEIGHTS), weights_as="slim",
                          overwrite=overwrite,
                          metrics={"val_accuracy": metrics["val_accuracy"],
                                   "test_accuracy": metrics["test_accuracy"]})

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .budget import Budget
 from .cost import CostModel
 from .errors import UnreachableBudgetError
-from .evaluation import evaluate_accuracy
+from .evaluation import evaluate
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph, output_classes
 from .mask import Mask
@@ -214,7 +214,11 @@ class ChipNetPruner:
     def hard_keep(self, budget: Budget | str | None = None, scores: torch.Tensor | None = None) -> torch.Tensor:
         """Boolean keep vector from ``scores`` (default: the current gates), thresholded at ``budget``
         (default: the pruner's) with the pruner's ``round_to`` and width floors."""
-        return threshold_scores(self.z() if scores is None else scores, self.cost, budget or self.budget,
+        if scores is None:
+            from .scorers import GateScorer, score_vector
+
+            scores = score_vector(GateScorer(self), self.graph)
+        return threshold_scores(scores, self.cost, budget or self.budget,
                                 round_to=self.round_to, min_keep=self.min_keep, floor=self.floor)
 
     def mask(self, budget: Budget | str | None = None) -> Mask:
@@ -223,7 +227,9 @@ class ChipNetPruner:
         if self.best is not None and budget == self.budget:
             keep, scores = self.best["keep"], self.best["scores"]
         else:
-            scores = self.z()
+            from .scorers import GateScorer, score_vector
+
+            scores = score_vector(GateScorer(self), self.graph)
             keep = self.hard_keep(budget, scores)
         metrics = {"hard_val_accuracy": self.best["accuracy"], "best_epoch": self.best["epoch"]} if self.best else {}
         model = self.model
@@ -407,10 +413,10 @@ class ChipNetPruner:
         record: dict[str, Any] = {"soft_ratio": soft, "hard_ratio": self.cost.hard_ratios(keep)[self.budget.kind],
                                   "crisp_fraction": crisp_fraction, "kept_channels": int(keep.sum())}
         if val_loader is not None:
-            record["soft_val_accuracy"] = evaluate_accuracy(model, val_loader, accelerator=accelerator)
+            record["soft_val_accuracy"] = evaluate(model, val_loader, accelerator=accelerator)["accuracy"]
             gates.fixed = keep.to(z.device, torch.float32)
             try:
-                record["hard_val_accuracy"] = evaluate_accuracy(model, val_loader, accelerator=accelerator)
+                record["hard_val_accuracy"] = evaluate(model, val_loader, accelerator=accelerator)["accuracy"]
             finally:
                 gates.fixed = None
         else:

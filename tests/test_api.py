@@ -24,7 +24,7 @@ def test_all_names_resolve_to_the_documented_objects():
 def test_lazy_exports_survive_submodule_imports():
     # importing every module (as the CLI does) must not shadow an exported function
     import chipnet_zoo.cli.transfer  # noqa: F401
-    import chipnet_zoo.experiment  # noqa: F401
+    import chipnet_zoo.experiments  # noqa: F401
     import chipnet_zoo.mask_transfer  # noqa: F401
 
     assert callable(cz.transfer)

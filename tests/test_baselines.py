@@ -90,3 +90,34 @@ def test_baselines_round_to(method):
     mask = baseline_mask(model, "flops:0.25", method, example_input=torch.randn(1, 3, 32, 32), round_to=8)
     assert 0.24 <= mask.ratios["flops"] <= 0.25 and mask.metadata["hparams"]["round_to"] == 8
     assert all(int(k.sum()) % 8 == 0 or int(k.sum()) == k.numel() for k in mask.keep.values())
+
+
+def test_one_scorer_protocol_for_chipnet_and_the_baselines(trained_like):
+    """Every ranking is a scorer(group) -> per-channel scores; all feed the same thresholding."""
+    import copy
+
+    from chipnet_zoo.cost import CostModel
+    from chipnet_zoo.scorers import GateScorer, L1Scorer, baseline_scorer, score_vector
+    from chipnet_zoo.threshold import threshold_scores
+
+    model, x = trained_like
+    graph = build_channel_graph(model, x)
+    for method in BASELINES:
+        scorer = baseline_scorer(method, model, graph, seed=1)
+        for group in graph.groups:
+            assert scorer(group).shape == (group.size,)
+    l1 = score_vector(L1Scorer(model, graph), graph)
+    assert torch.equal(l1, channel_scores(model, graph, "l1"))
+    keep = threshold_scores(l1, CostModel(graph), "flops:0.25")
+    assert torch.equal(keep, baseline_mask(model, "flops:0.25", "l1", example_input=x).keep_vector())
+
+    def by_width(group):  # any callable of the protocol: here, keep the widest groups
+        return torch.full((group.size,), float(group.size), dtype=torch.float64)
+
+    wide = threshold_scores(score_vector(by_width, graph), CostModel(graph), "flops:0.5")
+    assert wide.any() and not wide.all()
+    pruner = cz.ChipNetPruner(copy.deepcopy(model), "flops:0.25", example_input=x)
+    gates = score_vector(GateScorer(pruner), pruner.graph)
+    assert torch.equal(gates, pruner.z())
+    assert torch.equal(pruner.hard_keep(), threshold_scores(gates, pruner.cost, "flops:0.25", round_to=pruner.round_to,
+                                                            min_keep=pruner.min_keep, floor=pruner.floor))

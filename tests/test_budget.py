@@ -23,6 +23,17 @@ def test_bad_strings(text):
         Budget.parse(text)
 
 
+def test_parse_is_the_one_parser_of_cli_and_config_budgets():
+    b = Budget("flops", 0.25)
+    assert Budget.parse(b) is b  # parsed once: a Budget passes through unchanged
+    assert Budget.parse(0.125, default_kind="params") == Budget("params", 0.125)  # a config's bare number
+    assert Budget.parse("0.5", default_kind="flops") == Budget("flops", 0.5)
+    assert Budget.parse("volume:0.5", default_kind="flops") == Budget("volume", 0.5)  # an explicit kind wins
+    for bad in (True, "abc", 0, 1.5):
+        with pytest.raises(BudgetError):
+            Budget.parse(bad, default_kind="flops")
+
+
 def test_errors_are_value_errors_with_clear_messages():
     with pytest.raises(ValueError, match="unknown budget kind 'speed'"):
         Budget("speed", 0.5)

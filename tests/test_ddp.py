@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import chipnet_zoo as cz
-from chipnet_zoo.pipeline import _mask_digest
+from chipnet_zoo.runs.prune import mask_digest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--dataset", "mnist5k", "--max-samples", "192", "--image-size", "16", "--recipe", "tiny", "--no-progress"]
@@ -44,6 +44,6 @@ def test_two_gloo_processes_train_then_prune_to_the_same_mask(tmp_path):
     digests = m["rank_mask_sha256"]
     assert len(digests) == 2 and digests[0] == digests[1] and m["ranks_agreed"] is True
     mask = cz.Mask.load(prune / "mask.safetensors")
-    assert _mask_digest(mask) == digests[0]  # the saved mask is the one both ranks learned
+    assert mask_digest(mask) == digests[0]  # the saved mask is the one both ranks learned
     assert mask.ratios["flops"] <= 0.5 and mask.metadata["hparams"]["world_size"] == 2
     assert [json.loads(line)["epoch"] for line in (prune / "log.jsonl").read_text().splitlines()] == [1, 2]

@@ -43,3 +43,7 @@ def test_demo_quick(tmp_path):
     student_mask = Mask.load(os.path.join(transferred["run_dir"], "mask.safetensors"))
     assert student_mask.metadata["method"] == "transfer:resnet8/animal-mnist/flops-0.125"
     assert student_mask.metadata["dataset"] == "mnist5k"
+    # every run folder records the full command that made it (transfer runs included)
+    command = ["chipnet-zoo", "demo", "--quick", "--out", str(tmp_path / "demo")]
+    for r in rows:
+        assert json.loads((Path(r["run_dir"]) / "config.json").read_text())["command"] == command, r["method"]

@@ -8,7 +8,7 @@ import pytest
 
 from chipnet_zoo.cli import main
 from chipnet_zoo.errors import RunError
-from chipnet_zoo.experiment import ExperimentConfig, grid, read_results, run_experiment
+from chipnet_zoo.experiments import ExperimentConfig, grid, read_results, run_experiment
 
 TINY = {"name": "tiny", "arch": "resnet8", "teachers": ["animal-mnist"], "students": ["mnist5k"],
         "budget_type": "flops", "budgets": [0.25], "methods": ["dense", "l1", "slimming", "transfer-scratch"],
@@ -77,7 +77,7 @@ def _check_zoo_export(tmp_path, out):
     """export_zoo -> a registry folder with runnable models; MaskRegistry() falls back to the built-in zoo."""
     import torch
 
-    from chipnet_zoo.experiment import export_zoo
+    from chipnet_zoo.experiments import export_zoo
     from chipnet_zoo.registry import MaskRegistry
     from chipnet_zoo.registry import mask_registry as registry_module
 
@@ -128,7 +128,7 @@ def test_grid_mixes_budget_kinds():
 
 
 def test_paired_interval_is_the_t_interval():
-    from chipnet_zoo.experiment import paired_interval
+    from chipnet_zoo.experiments import paired_interval
 
     mean, low, high = paired_interval([0.02, 0.04, 0.03])
     half = 4.303 * 0.01 / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n)
@@ -137,7 +137,7 @@ def test_paired_interval_is_the_t_interval():
 
 
 def test_report_pairs_each_method_with_the_best_baseline_per_seed():
-    from chipnet_zoo.experiment import markdown_table, paired_comparisons
+    from chipnet_zoo.experiments import markdown_table, paired_comparisons
 
     def row(method, budget, seed, acc, teacher="-"):
         kind, value = budget.split(":")
@@ -159,7 +159,7 @@ def test_report_pairs_each_method_with_the_best_baseline_per_seed():
 
 
 def test_lanes_split_the_grid_by_student_and_seed():
-    from chipnet_zoo.experiment import lane_of
+    from chipnet_zoo.experiments import lane_of
 
     cfg = ExperimentConfig.from_dict({**TINY, "students": ["mnist5k", "animal-mnist"], "seeds": [0, 1, 2],
                                       "teachers": ["animal-mnist", "mnist5k"]})
@@ -176,8 +176,8 @@ def test_lanes_split_the_grid_by_student_and_seed():
 def test_transfer_scratch_gets_the_dense_training_schedule(tmp_path):
     import yaml
 
+    from chipnet_zoo.recipes import load_recipe, phase_config
     from chipnet_zoo.runs import Run
-    from chipnet_zoo.training import load_recipe, phase_config
 
     recipe = load_recipe("tiny")  # train 2 epochs at lr 0.05; fine-tune 1 epoch at lr 0.02
     recipe["finetune"] = {**recipe["finetune"], "epochs": 1}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import chipnet_zoo as cz
 from chipnet_zoo.baselines import baseline_mask
 from chipnet_zoo.data import load_data, make_loaders
-from chipnet_zoo.evaluation import evaluate_accuracy
+from chipnet_zoo.evaluation import evaluate
 
 BUDGET = "flops:0.125"
 
@@ -56,7 +56,7 @@ def chipnet_and_random_after_the_same_steps(seed: int = 0, **pruner_kwargs) -> d
     for name, mask in (("chipnet", chipnet), ("random", rnd)):
         torch.manual_seed(seed)
         slim = _train(mask.slim(copy.deepcopy(dense), x), loaders.train, 4, 0.02)
-        out[name] = evaluate_accuracy(slim, loaders.test)
+        out[name] = evaluate(slim, loaders.test)["accuracy"]
     return out
 
 

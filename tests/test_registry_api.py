@@ -167,10 +167,11 @@ def test_default_registry_falls_back_to_the_zoo_for_pull_and_list(zoo_mask, tmp_
 
 # --- one strict loader, one architecture check -------------------------------------------------------
 def test_one_strict_weights_loader_for_runs_and_registry():
-    from chipnet_zoo import runs, weights
+    from chipnet_zoo import weights
     from chipnet_zoo.models import create_model
+    from chipnet_zoo.runs import weights as run_weights
 
-    assert runs.load_weights_into is weights.load_weights_into
+    assert run_weights.load_weights_into is weights.load_weights_into
     model = create_model("resnet8", num_classes=10)
     state = create_model("resnet20", num_classes=10).state_dict()
     with pytest.raises(WeightsMismatchError) as info:

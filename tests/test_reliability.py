@@ -232,14 +232,13 @@ def test_item2_structure_must_fit_the_architecture(tmp_path):
 
 # --- item 3: --resume with other options is refused, listing them ---------------------------------
 def _unfinished_run(tmp_path: Path) -> Path:
-    from chipnet_zoo import runs as R
-    from chipnet_zoo.pipeline import RunSettings, resolve
+    from chipnet_zoo.runs import Run, RunRequest, resolve
 
-    cfg = resolve(RunSettings("train", arch="resnet8", dataset="mnist5k", recipe="tiny", max_samples=64, epochs=2,
-                              lr=0.05, seed=3))
-    run = R.Run(tmp_path / "run")
+    options = resolve(RunRequest("train", arch="resnet8", dataset="mnist5k", recipe="tiny", max_samples=64,
+                                 epochs=2, lr=0.05, seed=3))
+    run = Run(tmp_path / "run")
     run.path.mkdir()
-    run.write_config({"kind": "train", "resolved": cfg})
+    run.write_config({"kind": "train", "resolved": options.to_dict()})
     return run.path
 
 
@@ -260,30 +259,30 @@ def test_item3_resume_with_changed_options_refused(tmp_path, capsys):
 
 
 def test_item3_resume_with_the_runs_own_options_is_allowed(tmp_path):
-    from chipnet_zoo.pipeline import RunSettings, resume_differences
+    from chipnet_zoo.runs.options import RunRequest, resume_differences
 
     cfg = json.loads((_unfinished_run(tmp_path) / "config.json").read_text())["resolved"]
-    same = RunSettings("train", out="x", resume=True, arch="resnet8", dataset="mnist5k", recipe="tiny",
-                       max_samples=64, epochs=2, lr=0.05, seed=3, device="cpu", workers=2)
+    same = RunRequest("train", out="x", resume=True, arch="resnet8", dataset="mnist5k", recipe="tiny",
+                      max_samples=64, epochs=2, lr=0.05, seed=3, device="cpu", workers=2)
     assert resume_differences(same, cfg) == {}
-    assert resume_differences(RunSettings("train", resume=True), cfg) == {}
-    other = RunSettings("train", resume=True, recipe="cpu", round_to=8, max_samples=65, from_run="elsewhere")
+    assert resume_differences(RunRequest("train", resume=True), cfg) == {}
+    other = RunRequest("train", resume=True, recipe="cpu", round_to=8, max_samples=65, from_run="elsewhere")
     assert set(resume_differences(other, cfg)) == {"recipe", "round_to", "max_samples", "from_run"}
     with pytest.raises(ResumeMismatchError) as info:
-        from chipnet_zoo.pipeline import execute
+        from chipnet_zoo.runs import execute
 
-        execute(RunSettings("train", out=str(tmp_path / "run"), resume=True, epochs=3, device="cpu"))
+        execute(RunRequest("train", out=str(tmp_path / "run"), resume=True, epochs=3, device="cpu"))
     assert info.value.differences == {"epochs": (2, 3)}
 
 
 def test_item3_every_run_option_is_compared_or_declared_free():
-    """A new RunSettings field must be compared on --resume or declared harmless (RESUME_FREE)."""
+    """A new RunRequest field must be compared on --resume or declared harmless (RESUME_FREE)."""
     from dataclasses import fields
 
-    from chipnet_zoo.pipeline import RESUME_FREE, RunSettings, _run_values
+    from chipnet_zoo.runs.options import RESUME_FREE, RunRequest, _run_values
 
     compared = set(_run_values({}))
-    assert {f.name for f in fields(RunSettings)} == compared | set(RESUME_FREE)
+    assert {f.name for f in fields(RunRequest)} == compared | set(RESUME_FREE)
     assert not compared & set(RESUME_FREE)
 
 
@@ -305,12 +304,14 @@ def test_item4_malformed_metadata_names_the_field(field, value):
 
 def test_item4_transfer_refuses_bad_metadata_before_training(tmp_path):
     import chipnet_zoo as cz
+    from chipnet_zoo.mask_transfer import StudentTraining
 
     path = tmp_path / "bad.safetensors"
     path.write_bytes(_raw_mask(make_mask(0.25), ratios='"abc"'))
     start = time.perf_counter()
     with pytest.raises(MaskFormatError, match="'ratios'"):
-        cz.transfer(path, "mnist5k", "scratch", out=tmp_path / "run", max_samples=64, epochs=1, progress=False)
+        cz.transfer(path, "mnist5k", protocol="scratch", out=tmp_path / "run",
+                    training=StudentTraining(max_samples=64, epochs=1), progress=False)
     assert time.perf_counter() - start < 5 and not (tmp_path / "run").exists()
 
 

@@ -19,8 +19,10 @@ import torch
 import chipnet_zoo as cz
 from chipnet_zoo.checkpoint import CheckpointDir, flatten_state, rng_state, set_rng_state, unflatten_state
 from chipnet_zoo.cli import main
+from chipnet_zoo.evaluation import measure_latency
+from chipnet_zoo.optim import EpochSchedule
+from chipnet_zoo.recipes import load_recipe, phase_config
 from chipnet_zoo.runs import load_run_model
-from chipnet_zoo.training import EpochSchedule, load_recipe, measure_latency, phase_config
 
 REPO = Path(__file__).resolve().parents[1]
 # 16x16 digits keep every step cheap; 192 training images, 1-2 epochs per phase
@@ -418,3 +420,18 @@ def test_measure_latency():
     model = cz.create_model("resnet8", num_classes=10, in_chans=1)
     lat = measure_latency(model, (1, 16, 16), (8, 1), repeats=3, warmup=1)
     assert lat["batch_8_ms"] > 0 and lat["batch_1_ms"] > 0 and lat["batch_8_samples_per_s"] > 0
+
+
+def test_kept_channels_plot_lists_groups_in_network_order():
+    from chipnet_zoo.baselines import baseline_mask
+    from chipnet_zoo.mask_plot import kept_channels_png, network_order
+
+    model = cz.create_model("resnet8", num_classes=10, in_chans=1)
+    mask = baseline_mask(model, "flops:0.25", "l1", example_input=torch.zeros(1, 1, 28, 28))
+    order = network_order(mask)
+    position = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    assert sorted(order) == sorted(n for n, _ in mask.structure)
+    assert [position[n] for n in order] == sorted(position[n] for n in order)
+    assert order[0] == "conv1" and [n for n, _ in mask.structure] != order  # the graph's order is not the network's
+    png = kept_channels_png(mask)
+    assert png.startswith(b"\x89PNG") and png == kept_channels_png(mask)  # deterministic bytes

@@ -12,9 +12,10 @@ from chipnet_zoo.baselines import baseline_mask
 from chipnet_zoo.cli import main
 from chipnet_zoo.errors import MaskMismatchError
 from chipnet_zoo.mask import Mask
+from chipnet_zoo.mask_transfer import StudentTraining
 from chipnet_zoo.runs import load_run_model
 
-SMALL = {"max_samples": 120, "recipe": "tiny", "epochs": 1, "progress": False}
+SMALL = {"training": StudentTraining(max_samples=120, recipe="tiny", epochs=1), "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_scratch_from_a_registry_key_and_push(tmp_path, teacher_mask):
     key = teachers.push(teacher_mask).key
     assert key == "resnet8/rgb-teacher/flops-0.25"
     out = tmp_path / "scratch"
-    metrics = cz.transfer(key, "mnist5k", "scratch", registry=teachers, out=out,
+    metrics = cz.transfer(key, "mnist5k", protocol="scratch", registry=teachers, out=out,
                           push_to=tmp_path / "students", **SMALL)
     _check_run(out, metrics)
     assert metrics["mask_origin"] == key
@@ -61,14 +62,15 @@ def test_scratch_from_a_registry_key_and_push(tmp_path, teacher_mask):
     assert torch.equal(student.score_vector(), teacher_mask.score_vector())
     pushed = cz.MaskRegistry(tmp_path / "students").list()
     assert [e.key for e in pushed] == ["resnet8/mnist5k/flops-0.25"] and pushed[0].weights["kind"] == "slim"
-    again = cz.transfer(key, "mnist5k", "scratch", registry=teachers, out=out, **SMALL)  # finished: reported
+    again = cz.transfer(key, "mnist5k", protocol="scratch", registry=teachers, out=out, **SMALL)  # finished: reported
     assert again["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_finetune_protocol_and_other_budget(tmp_path, teacher_mask):
     path = teacher_mask.save(tmp_path / "teacher.safetensors")
     out = tmp_path / "ft"
-    metrics = cz.transfer(path, "mnist5k", "finetune", budget="flops:0.125", out=out, dense_epochs=1, **SMALL)
+    metrics = cz.transfer(path, "mnist5k", protocol="finetune", budget="flops:0.125", out=out, progress=False,
+                          training=StudentTraining(max_samples=120, recipe="tiny", epochs=1, dense_epochs=1))
     _check_run(out, metrics, budget=0.125)
     assert (out / "dense" / "weights.safetensors").is_file()
     assert metrics["transfer"]["dense"]["run"].endswith("dense")
@@ -78,11 +80,11 @@ def test_finetune_protocol_and_other_budget(tmp_path, teacher_mask):
 def test_mask_for_another_architecture_is_refused(tmp_path, teacher_mask):
     path = teacher_mask.save(tmp_path / "teacher.safetensors")
     with pytest.raises(MaskMismatchError, match="resnet8"):
-        cz.transfer(path, "mnist5k", "scratch", arch="resnet20", out=tmp_path / "x", **SMALL)
+        cz.transfer(path, "mnist5k", protocol="scratch", arch="resnet20", out=tmp_path / "x", **SMALL)
     # a mask whose structure does not fit its claimed architecture
     wrong = teacher_mask.with_metadata(arch="resnet20")
     with pytest.raises(MaskMismatchError):
-        cz.transfer(wrong, "mnist5k", "scratch", out=tmp_path / "y", **SMALL)
+        cz.transfer(wrong, "mnist5k", protocol="scratch", out=tmp_path / "y", **SMALL)
     rc = main(["transfer", "--mask", str(path), "--dataset", "mnist5k", "--arch", "resnet20",
                "--out", str(tmp_path / "z"), "--max-samples", "120"])
     assert rc == 1

@@ -13,7 +13,7 @@ from .._version import __version__
 from ..errors import ChipNetZooError
 
 #: Command modules, in the order their commands appear in ``--help``.
-COMMAND_MODULES = ("runs", "registry", "transfer", "export")
+COMMAND_MODULES = ("run_commands", "registry", "transfer", "experiment", "demo", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,19 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chipnet-zoo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f".{name}", __name__).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # recorded in the runs' config.json
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

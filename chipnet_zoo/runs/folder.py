@@ -1,4 +1,5 @@
-"""Run folders: what every ``train`` / ``prune`` / ``finetune`` run leaves behind, and how to load it.
+"""Run folders: what every ``train`` / ``prune`` / ``finetune`` run leaves behind. A :class:`Run` owns its
+folder: the files, the lock, the per-epoch log and the checkpoints.
 
 A run folder holds::
 
@@ -12,8 +13,8 @@ A run folder holds::
     checkpoint/                  while the run is in progress (removed when it finishes)
     .lock                        held by the process running it (a second process is refused, or waits)
 
-    >>> from chipnet_zoo.runs import load_run_model
-    >>> model = load_run_model("runs/finetune-resnet8-mnist5k-flops-0.25")   # doctest: +SKIP
+    >>> from chipnet_zoo.runs import Run
+    >>> Run("runs/finetune-resnet8-mnist5k-flops-0.25").metrics()["test_accuracy"]   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,21 +25,17 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata as _metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from .checkpoint import CheckpointDir, atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from .errors import RunError
-from .weights import load_weights_into  # the one strict loader (pipeline calls R.load_weights_into)
+from ..checkpoint import CheckpointDir, atomic_write_bytes, atomic_write_json
+from ..errors import RunError
 
 CONFIG, METRICS, LOG = "config.json", "metrics.json", "log.jsonl"
 WEIGHTS, MASK, PRUNED_WEIGHTS = "weights.safetensors", "mask.safetensors", "pruned_weights.safetensors"
-CURVES, KEPT_PLOT, CHECKPOINT = "curves.png", "kept_channels.png", "checkpoint"
+CURVES, KEPT_PLOT, CHECKPOINT, LOCK = "curves.png", "kept_channels.png", "checkpoint", ".lock"
 RUN_KINDS = ("train", "prune", "finetune")
 _VERSIONED = ("chipnet-zoo", "torch", "torchvision", "torch-pruning", "accelerate", "datasets", "safetensors",
               "huggingface-hub", "numpy")
@@ -52,7 +49,7 @@ def library_versions() -> dict[str, str]:
             out[name] = _metadata.version(name)
         except _metadata.PackageNotFoundError:
             if name == "chipnet-zoo":
-                from ._version import __version__
+                from .._version import __version__
 
                 out[name] = __version__
     return out
@@ -67,9 +64,6 @@ def default_run_dir(kind: str, arch: str, dataset: str, budget_slug: str | None 
     safe = [s.replace("/", "_").replace(os.sep, "_") for s in (kind, arch, Path(dataset).name or dataset, budget_slug)
             if s]
     return Path(root) / "-".join(safe)
-
-
-LOCK = ".lock"
 
 
 @contextlib.contextmanager
@@ -99,25 +93,6 @@ def run_lock(path: str | os.PathLike, *, wait: bool = False) -> Iterator[None]:
         lock.release()
 
 
-# --- weights -------------------------------------------------------------------------------------
-def save_state_dict(path: str | Path, state: Mapping[str, torch.Tensor], **metadata: Any) -> Path:
-    """A model's ``state_dict`` as safetensors (atomic); metadata under ``chipnet_zoo.*`` as strings."""
-    meta = {f"chipnet_zoo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    save_tensors(Path(path), dict(state), meta)
-    return Path(path)
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"weights file not found: {path}")
-    try:
-        return load_tensors(path)
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise RunError(f"cannot read weights file {path}: {exc}") from None
-
-
-# --- the run folder ------------------------------------------------------------------------------
 class Run:
     """One run folder (see the module docstring)."""
 
@@ -130,6 +105,36 @@ class Run:
     @property
     def checkpoint(self) -> CheckpointDir:
         return CheckpointDir(self.path / CHECKPOINT)
+
+    def lock(self, *, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Hold the folder's lock while the run executes (see :func:`run_lock`)."""
+        return run_lock(self.path, wait=wait)
+
+    def save_epoch(self, record: Mapping[str, Any], state_fn: Callable[[], Any], accelerator,
+                   generators: Mapping[str, Any]) -> None:
+        """After an epoch: append ``record`` to the log and checkpoint every rank's RNG and (rank 0) the
+        state ``state_fn()`` (a collective: every rank calls it)."""
+        epoch = int(record["epoch"])
+        if accelerator.is_main_process:
+            self.append_log(record)
+        ckpt = self.checkpoint
+        ckpt.path.mkdir(parents=True, exist_ok=True)
+        ckpt.save_rng(epoch, accelerator.process_index, generators)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            ckpt.commit(epoch, state_fn(), accelerator.num_processes)
+        accelerator.wait_for_everyone()
+
+    def restore_epoch(self, history: list[Mapping[str, Any]], accelerator, generators: Mapping[str, Any]) -> None:
+        """On resume, after the phase loaded its checkpointed state: restore this rank's RNG and rewrite
+        the log with the checkpoint's ``history`` (records of epochs after the checkpoint are dropped)."""
+        from ..checkpoint import set_rng_state
+
+        rng = self.checkpoint.load_rng(accelerator.process_index)
+        if rng is not None:
+            set_rng_state(rng, generators)
+        if accelerator.is_main_process:
+            self.write_log(history)
 
     def exists(self) -> bool:
         return self.file(CONFIG).is_file()
@@ -183,111 +188,6 @@ def open_source_run(path: str | os.PathLike, kinds: tuple[str, ...] | None = Non
     if not run.is_finished():
         raise RunError(f"run {run.path} has not finished (resume it with --resume first)")
     return run, config
-
-
-# --- models from runs ----------------------------------------------------------------------------
-def build_model(config: Mapping[str, Any]) -> nn.Module:
-    """A freshly initialised model of the run's architecture, class count and input channels."""
-    from .models import create_model
-
-    return create_model(config["arch"], num_classes=int(config["num_classes"]), in_chans=int(config["in_chans"]))
-
-
-def example_input(config: Mapping[str, Any], batch: int = 1) -> torch.Tensor:
-    return torch.zeros(batch, *[int(v) for v in config["input_size"]])
-
-
-def check_mask_arch(mask, arch: str) -> None:
-    """A mask learned on another architecture is refused before any tracing."""
-    mask.check_arch(arch)
-
-
-def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The runnable model a run produced, in eval mode, with ONE call.
-
-    ``train``: the dense model; ``prune``: the pruned-phase weights slimmed with the mask (computes what
-    the masked model does); ``finetune``: the slimmed, fine-tuned model (arch rebuilt, slimmed with the
-    run's mask, weights loaded strictly).
-    """
-    from .mask import Mask
-
-    run = Run(run_dir)
-    config = run.config()
-    kind = config.get("kind")
-    if kind not in RUN_KINDS:
-        raise RunError(f"{run.path}: unknown run kind {kind!r}")
-    model = build_model(config)
-    if kind == "train":
-        model = load_weights_into(model, load_state_dict_file(run.file(WEIGHTS)), str(run.file(WEIGHTS)))
-    else:
-        mask = Mask.load(run.file(MASK))
-        check_mask_arch(mask, config["arch"])
-        if kind == "prune":
-            load_weights_into(model, load_state_dict_file(run.file(PRUNED_WEIGHTS)), str(run.file(PRUNED_WEIGHTS)))
-            model = mask.slim(model, example_input(config))
-        else:
-            model = mask.slim(model, example_input(config))
-            load_weights_into(model, load_state_dict_file(run.file(WEIGHTS)), str(run.file(WEIGHTS)))
-    for attr in ("arch_name", "num_classes", "in_chans", "default_input_size", "classifier_name"):
-        if not hasattr(model, attr):
-            setattr(model, attr, config.get({"default_input_size": "input_size"}.get(attr, attr)))
-    return model.to(device).eval()
-
-
-# --- plots ---------------------------------------------------------------------------------------
-def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (10, 4)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, tight_layout=True)
-    FigureCanvasAgg(fig)
-    return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
-
-
-def plot_curves(history: list[Mapping[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Training curves: losses and accuracies (and budget ratios in a pruning run) per epoch."""
-    if not history:
-        return None
-    epochs = [r["epoch"] for r in history]
-    panels = [("loss", ["train_loss", "val_loss", "loss", "ce"]),
-              ("accuracy", ["train_accuracy", "val_accuracy", "soft_val_accuracy", "hard_val_accuracy"]),
-              ("ratio", ["soft_ratio", "hard_ratio", "crisp_fraction"])]
-    panels = [(n, [k for k in keys if k in history[0]]) for n, keys in panels]
-    panels = [(n, keys) for n, keys in panels if keys]
-    fig, axes = _figure(1, len(panels), (5 * len(panels), 3.8))
-    for ax, (name, keys) in zip(axes, panels):
-        for key in keys:
-            ax.plot(epochs, [r.get(key, float("nan")) for r in history], marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    return Path(path)
-
-
-def plot_kept_channels(mask, path: str | Path) -> Path:
-    """Bar plot of kept vs total channels per channel group of a mask."""
-    names = [n for n, _ in mask.structure]
-    totals = [s for _, s in mask.structure]
-    kept = [mask.kept()[n] for n in names]
-    fig, (ax,) = _figure(1, 1, (max(6.0, 0.32 * len(names) + 2), 4.5))
-    xs = range(len(names))
-    ax.bar(xs, totals, color="#d0d0d0", label="total")
-    ax.bar(xs, kept, color="#2a7ab9", label="kept")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(names, rotation=90, fontsize=7)
-    ax.set_ylabel("channels")
-    budget = mask.budget
-    ratios = ", ".join(f"{k} {v:.3f}" for k, v in mask.ratios.items())
-    ax.set_title(f"{mask.arch}: kept channels per group, budget {budget}\nratios: {ratios}", fontsize=9)
-    for x, k, t in zip(xs, kept, totals):
-        ax.text(x, t, f"{k}/{t}", ha="center", va="bottom", fontsize=6)
-    ax.legend()
-    fig.savefig(path, dpi=110)
-    return Path(path)
 
 
 def write_summary(metrics: Mapping[str, Any], stream=None) -> None:

@@ -1,0 +1,141 @@
+"""Experiment configs: the YAML (or a shipped name) -> :class:`ExperimentConfig` -> the grid of :class:`Cell`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..budget import Budget
+from ..errors import RunError
+
+SHIPPED = Path(__file__).parent  # the shipped configs live next to this module
+METHODS = ("dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random", "l1", "slimming")
+
+
+@dataclass
+class ExperimentConfig:
+    """A parsed experiment config (see the module docstring)."""
+
+    name: str
+    arch: str
+    teachers: list[str]
+    students: list[str]
+    budgets: list[Budget]
+    methods: list[str]
+    seeds: list[int]
+    budget_type: str = "flops"
+    recipe: str = "cpu"
+    epochs: dict[str, int] = field(default_factory=dict)
+    max_samples: Any = None
+    data_seed: int = 0
+    out: str = "experiments/default"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExperimentConfig:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            shipped = SHIPPED / f"{path}.yaml"
+            if not shipped.is_file():
+                raise RunError(f"experiment config not found: {path} (shipped: {', '.join(list_configs())})")
+            path = shipped
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise RunError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise RunError(f"{path}: an experiment config is a mapping")
+        recipe = str(raw.get("recipe", "cpu"))
+        if (path.parent / recipe).is_file():
+            raw["recipe"] = str((path.parent / recipe).resolve())
+        return cls.from_dict({"name": path.stem, **raw})
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise RunError(f"experiment config: unknown keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        missing = [k for k in ("arch", "students", "budgets", "methods", "seeds") if k not in raw]
+        if missing:
+            raise RunError(f"experiment config: missing {', '.join(missing)}")
+        cfg = cls(**{"name": "experiment", "teachers": [], **raw})
+        cfg.teachers, cfg.students = [str(t) for t in cfg.teachers], [str(s) for s in cfg.students]
+        bad = [m for m in cfg.methods if m not in METHODS]
+        if bad:
+            raise RunError(f"unknown methods {bad}; expected some of {', '.join(METHODS)}")
+        if any(m.startswith("transfer") for m in cfg.methods) and not cfg.teachers:
+            raise RunError("transfer methods need teachers: [...]")
+        cfg.budget_type = Budget(cfg.budget_type, 0.5).kind
+        cfg.budgets = [Budget.parse(b, default_kind=cfg.budget_type) for b in cfg.budgets]
+        cfg.seeds = [int(s) for s in cfg.seeds]
+        unknown_phases = set(cfg.epochs or {}) - {"train", "prune", "finetune"}
+        if unknown_phases:
+            raise RunError(f"epochs: unknown phases {sorted(unknown_phases)} (train, prune, finetune)")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON values (budgets as ``"kind:value"``)."""
+        raw = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        raw["budgets"] = [str(b) for b in self.budgets]
+        return raw
+
+    def samples(self, dataset: str) -> int | None:
+        if isinstance(self.max_samples, dict):
+            value = self.max_samples.get(dataset)
+            return None if value is None else int(value)
+        return None if self.max_samples is None else int(self.max_samples)
+
+
+def list_configs() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One result: a method at a budget on a student, for a seed (``teacher`` is ``-`` where it plays no part;
+    ``dense`` is at budget 1)."""
+
+    teacher: str
+    student: str
+    method: str
+    budget: Budget
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.teacher}>{self.student}|{self.method}|{self.budget}|s{self.seed}"
+
+
+def grid(cfg: ExperimentConfig) -> list[Cell]:
+    """Every cell of the grid, each once (student-only methods once per student, dense at budget 1)."""
+    cells: dict[str, Cell] = {}
+    # seed-major, then method (in config order), so a partial run has complete methods for the first seeds
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            for student in cfg.students:
+                if method == "dense":
+                    cell = Cell("-", student, method, Budget(cfg.budget_type, 1.0), seed)
+                    cells.setdefault(cell.id, cell)
+                    continue
+                for budget in cfg.budgets:
+                    for teacher in (cfg.teachers if method.startswith("transfer") else ["-"]):
+                        if teacher == student:
+                            continue
+                        cell = Cell(teacher, student, method, budget, seed)
+                        cells.setdefault(cell.id, cell)
+    return list(cells.values())
+
+
+def lane_of(cfg: ExperimentConfig, cell: Cell, lanes: int) -> int:
+    """The lane of a cell when the grid is split into ``lanes``: its (student, seed) pair's position, mod lanes."""
+    pairs = [(student, seed) for seed in cfg.seeds for student in cfg.students]
+    return pairs.index((cell.student, cell.seed)) % lanes
+
+
+def safe_name(name: str) -> str:
+    """A dataset name as one path component (``org/data`` -> ``data``)."""
+    return Path(str(name)).name.replace("/", "_") or "data"

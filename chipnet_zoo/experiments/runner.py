@@ -1,0 +1,56 @@
+"""The resumable experiment loop: every cell not yet in ``results.jsonl`` is run, then the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import Cell, ExperimentConfig, grid, lane_of
+from .report import write_reports
+from .results import CONFIG, RESULTS, read_results, record
+from .workspace import Workspace
+
+
+def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | os.PathLike | None = None,
+                   max_cells: int | None = None, progress: bool = False,
+                   on_cell: Callable[[Cell], None] | None = None,
+                   workspace: Callable[[ExperimentConfig, Path], Workspace] | None = None,
+                   lane: tuple[int, int] | None = None, command: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) the grid; returns ``{"rows", "done", "total", "out", "table"}``.
+
+    ``max_cells`` stops after that many *new* cells (the rest are run next time). ``on_cell`` is called
+    before each new cell (tests use it to interrupt a run). ``lane=(k, n)`` runs only the cells of every
+    n-th (student, seed) pair from the k-th: n processes on one ``out`` share the grid (run folders are
+    locked, so a lane that needs a shared run another lane is making waits for it). ``command``: the
+    command line (without ``chipnet-zoo``) recorded in every new run folder's ``config.json``.
+    """
+    cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.load(config)
+    out = Path(out or cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=1))  # loadable as a config again: no extra keys
+    ws = workspace(cfg, out) if workspace is not None else Workspace(cfg, out, progress, command=command)
+    cells = grid(cfg)
+    done = {r["cell"] for r in read_results(out)} & {c.id for c in cells}  # rows of other grids don't count
+    todo = [c for c in cells if c.id not in done and (lane is None or lane_of(cfg, c, lane[1]) == lane[0])]
+    print(f"experiment {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run "
+          f"-> {out}", file=sys.stderr, flush=True)
+    new = 0
+    for i, cell in enumerate(todo):
+        if max_cells is not None and new >= max_cells:
+            print(f"stopping after {new} new cells (max_cells); run again to continue", file=sys.stderr)
+            break
+        if on_cell is not None:
+            on_cell(cell)
+        print(f"[{len(done) + i + 1}/{len(cells)}] {cell.id}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        metrics = ws.run_cell(cell)
+        row = record(cell, cfg, metrics, time.perf_counter() - start)
+        with open(out / RESULTS, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        new += 1
+    return write_reports(out, cfg, total=len(cells))

@@ -1,0 +1,110 @@
+"""The shared run folders of one experiment: a :class:`~.config.Cell` -> the runs it needs (reused)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..budget import Budget
+from .config import Cell, ExperimentConfig, safe_name
+
+
+class Workspace:
+    """Shared run folders of one experiment (``<out>/runs``); every method reuses what exists."""
+
+    #: where transfer cells look up a teacher mask given as a registry key (see :meth:`teacher_mask`)
+    registry: Any = None
+
+    def __init__(self, cfg: ExperimentConfig, out: str | os.PathLike, progress: bool = False,
+                 command: list[str] | None = None):
+        self.cfg, self.root, self.progress = cfg, Path(out) / "runs", progress
+        self.command = list(command or [])  # recorded in each new run folder's config.json
+
+    def teacher_mask(self, teacher: str, budget: Budget, seed: int) -> Any:
+        """The teacher's ChipNet mask for a transfer cell (a file; the demo overrides this to go through a
+        registry and return a key)."""
+        from ..runs.folder import MASK
+
+        return self.prune(teacher, budget, seed) / MASK
+
+    def request(self, kind: str, out: Path, dataset: str, seed: int, **kw: Any):
+        """The :class:`~chipnet_zoo.runs.RunRequest` of a shared run: the config's arch, recipe, subset, split
+        and epochs, resumed if it exists, waiting while another lane holds it."""
+        from ..runs import RunRequest
+
+        return RunRequest(kind, out=str(out), arch=self.cfg.arch, dataset=dataset, recipe=self.cfg.recipe,
+                          max_samples=self.cfg.samples(dataset), data_seed=self.cfg.data_seed, seed=seed,
+                          epochs=(self.cfg.epochs or {}).get(kind), resume=True, progress=self.progress,
+                          wait_for_lock=True, argv=self.command, **kw)
+
+    def _run(self, kind: str, out: Path, dataset: str, seed: int, **kw: Any) -> dict[str, Any]:
+        from ..runs import execute
+
+        return execute(self.request(kind, out, dataset, seed, **kw))
+
+    def dense(self, dataset: str, seed: int) -> Path:
+        """A finished dense ``train`` run on ``dataset`` (trained once per dataset and seed)."""
+        out = self.root / f"dense-{safe_name(dataset)}-s{seed}"
+        self._run("train", out, dataset, seed)
+        return out
+
+    def prune(self, dataset: str, budget: Budget, seed: int) -> Path:
+        """A finished ChipNet ``prune`` run from the dense model (once per dataset, budget and seed)."""
+        dense = self.dense(dataset, seed)
+        out = self.root / f"prune-{safe_name(dataset)}-{budget.slug}-s{seed}"
+        self._run("prune", out, dataset, seed, from_run=str(dense), budget=budget)
+        return out
+
+    def finetune(self, name: str, dataset: str, seed: int, mask: Path, weights: Path | None) -> dict[str, Any]:
+        """A ``finetune`` run of ``mask`` from ``weights`` (``None``: from scratch) in ``<root>/<name>``."""
+        return self._run("finetune", self.root / name, dataset, seed, mask=str(mask),
+                         weights=str(weights) if weights else None)
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        """Run one cell (and whatever shared work it needs); returns the run's metrics."""
+        from ..runs import Run
+        from ..runs.folder import MASK, WEIGHTS
+
+        cfg = self.cfg
+        budget = cell.budget
+        s, student = cell.seed, cell.student
+        tag = f"{safe_name(student)}-{budget.slug}-s{s}"
+        if cell.method == "dense":
+            return Run(self.dense(student, s)).metrics() or {}
+        if cell.method == "chipnet-direct":  # ChipNet's mask, fine-tuned from the dense student like every method
+            prune = self.prune(student, budget, s)
+            return self.finetune(f"direct-{tag}", student, s, prune / MASK, self.dense(student, s) / WEIGHTS)
+        if cell.method in ("random", "l1", "slimming"):
+            dense = self.dense(student, s)
+            mask_file = self.root / f"{cell.method}-{tag}.mask.safetensors"
+            if not mask_file.is_file():
+                self._baseline_mask(dense, budget, cell.method, s).save(mask_file)
+            return self.finetune(f"{cell.method}-{tag}", student, s, mask_file, dense / WEIGHTS)
+        # transfer-scratch / transfer-finetune
+        from ..mask_transfer import StudentTraining, transfer
+        from ..recipes import load_recipe, phase_config
+
+        protocol = cell.method.split("-", 1)[1]
+        teacher_mask = self.teacher_mask(cell.teacher, budget, s)
+        dense = self.dense(student, s) / WEIGHTS if protocol == "finetune" else None
+        # scratch: the slim student gets the dense model's whole training schedule (the paper's protocol)
+        epochs, lr = (cfg.epochs or {}).get("finetune"), None
+        if protocol == "scratch":
+            train = phase_config(load_recipe(cfg.recipe), "train", epochs=(cfg.epochs or {}).get("train"))
+            epochs, lr = train["epochs"], train["lr"]
+        training = StudentTraining(recipe=cfg.recipe, epochs=epochs, lr=lr, seed=s, data_seed=cfg.data_seed,
+                                   max_samples=cfg.samples(student))
+        return transfer(teacher_mask, student, protocol=protocol, arch=cfg.arch, training=training,
+                        registry=self.registry, out=self.root / f"{cell.method}-{safe_name(cell.teacher)}-{tag}",
+                        dense_weights=dense, progress=self.progress, argv=self.command)
+
+    def _baseline_mask(self, dense_run: Path, budget: Budget, method: str, seed: int):
+        from ..baselines import baseline_mask
+        from ..runs import Run, load_run_model
+        from ..runs.weights import example_input
+
+        config = Run(dense_run).config()
+        model = load_run_model(dense_run)
+        return baseline_mask(model, budget, method, example_input=example_input(config), seed=seed,
+                             dataset=config["dataset"]["name"], input_size=config["input_size"])
