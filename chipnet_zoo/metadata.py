@@ -94,3 +94,20 @@ class MaskMetadata:
         if self.structure:
             out["structure"] = [[n, s] for n, s in self.structure]
         return out
+
+
+def headline_accuracy(metrics: dict[str, Any]) -> tuple[str, str, float] | None:
+    """``(metric key, split, value)`` of the accuracy to show for an entry: a test accuracy first, then a
+    validation one, then any; ``None`` without one.
+
+    Example:
+        >>> headline_accuracy({"best_val_accuracy": 0.9, "test_accuracy": 0.88})
+        ('test_accuracy', 'test', 0.88)
+    """
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for split, words in (("test", ("test",)), ("validation", ("val",)), ("test", ("",))):
+        for key in sorted(numeric):
+            low = key.lower()
+            if "acc" in low and any(w in low for w in words):
+                return key, split, float(numeric[key])
+    return None

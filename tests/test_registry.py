@@ -370,7 +370,7 @@ def test_local_tamper_corrupt_and_missing(tmp_path, monkeypatch):
 _PUSH_WORKERS = """
 import multiprocessing as mp, sys
 import matplotlib.figure, matplotlib.backends.backend_agg  # noqa: preload for the forked children
-import chipnet_zoo.mask, chipnet_zoo.registry.local, chipnet_zoo.weights, chipnet_zoo.plots  # noqa
+import chipnet_zoo.mask, chipnet_zoo.registry.local, chipnet_zoo.weights, chipnet_zoo.mask_plot  # noqa
 from chipnet_zoo.registry import MaskRegistry
 location, paths = sys.argv[1], sys.argv[2:]
 if location.startswith("hf://"):

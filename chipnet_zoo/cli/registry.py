@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..metadata import headline_accuracy
+
 _REGISTRY_HELP = "a folder or hf://<owner>/<repo>[@<revision>] (default: $CHIPNET_ZOO_REGISTRY or the user cache)"
 
 
@@ -60,8 +62,7 @@ def _list(args: argparse.Namespace) -> int:
     head = ("key", "channels", "params", "flops", "accuracy", "method", "weights")
     rows = []
     for e in entries:
-        acc = next((v for k, v in sorted(e.metrics.items()) if "acc" in k.lower() and isinstance(v, (int, float))),
-                   None)
+        acc = (headline_accuracy(e.metrics) or (None, None, None))[2]
         rows.append((e.key, *(f"{e.ratios[k]:.4f}" if k in e.ratios else "-" for k in ("channels", "params", "flops")),
                      f"{acc:.4f}" if acc is not None else "-", e.method or "-",
                      e.weights["kind"] if e.weights else "-"))

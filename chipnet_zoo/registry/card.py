@@ -10,6 +10,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._version import __version__
+from ..metadata import headline_accuracy
 from .index import RegistryEntry
 from .keys import plot_path
 
@@ -41,17 +42,6 @@ def _md(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
 
 
-def _accuracy(metrics: dict[str, Any]) -> tuple[str, str, float] | None:
-    """``(metric key, split, value)`` of the most relevant accuracy in ``metrics``."""
-    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for split, words in (("test", ("test",)), ("validation", ("val",)), ("test", ("",))):
-        for key in sorted(numeric):
-            low = key.lower()
-            if "acc" in low and any(w in low for w in words):
-                return key, split, float(numeric[key])
-    return None
-
-
 def render_card(entries: list[RegistryEntry], *, location: str, name: str, plots: set[str] | None = None,
                 title: str | None = None) -> str:
     """The registry's model card: YAML metadata (``model-index`` per entry) + a table, usage and plots.
@@ -69,7 +59,7 @@ def render_card(entries: list[RegistryEntry], *, location: str, name: str, plots
     datasets = sorted({HUB_DATASETS.get(e.dataset, e.dataset) for e in entries})
     results = []
     for e in entries:
-        acc = _accuracy(e.metrics)
+        acc = headline_accuracy(e.metrics)
         if acc is not None:
             results.append(EvalResult(
                 task_type="image-classification", task_name="Image Classification",
@@ -83,7 +73,7 @@ def render_card(entries: list[RegistryEntry], *, location: str, name: str, plots
     rows = []
     for e in entries:
         r = e.ratios
-        acc = _accuracy(e.metrics)
+        acc = headline_accuracy(e.metrics)
         rows.append({
             "key": _md(e.key), "arch": _md(e.arch), "dataset": _md(e.dataset),
             "budget": _md(f"{e.budget.kind} {format(e.budget.value, 'g')}"),

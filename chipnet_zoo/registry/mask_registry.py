@@ -373,7 +373,7 @@ class MaskRegistry:
         Example:
             >>> entry = MaskRegistry("my-zoo").push("mask.safetensors", dataset="cifar10")  # doctest: +SKIP
         """
-        from ..plots import kept_channels_png
+        from ..mask_plot import kept_channels_png
         from ..weights import check_weights_fit_arch, weights_kind, weights_to_bytes
 
         mask, data, entry = self._prepare(_mask_bytes(mask_or_path), dataset=dataset, budget=budget,
@@ -400,7 +400,7 @@ class MaskRegistry:
                       message: str | None = None) -> list[RegistryEntry]:
         """Publish every entry of ``source`` (e.g. a local zoo) into this registry in one commit."""
         from ..mask import Mask
-        from ..plots import kept_channels_png
+        from ..mask_plot import kept_channels_png
 
         src = source if isinstance(source, MaskRegistry) else MaskRegistry(source)
         if src.location == self.location:
