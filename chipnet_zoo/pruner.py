@@ -21,6 +21,7 @@ from .evaluation import evaluate
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph, output_classes
 from .mask import Mask
+from .slim import verify_model
 from .threshold import (
     check_min_keep,
     check_round_to,
@@ -29,7 +30,6 @@ from .threshold import (
     threshold_hparams,
     threshold_scores,
 )
-from .verify import verify_model
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
@@ -129,7 +129,7 @@ class ChipNetPruner:
             (docs/benchmarks.md, "Where the channels go"). Default :data:`DEFAULT_FLOOR`; ``0`` is the
             authors' allocation.
         check: before gating, slim the model with a probe mask and check masked == slimmed (outputs
-            and counts) on ``example_input`` (:func:`chipnet_zoo.verify.verify_model`).
+            and counts) on ``example_input`` (:func:`chipnet_zoo.slim.verify_model`).
 
     Raises:
         UnsupportedLayerError: a layer or channel operation that cannot be pruned exactly (named), found

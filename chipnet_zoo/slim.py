@@ -2,6 +2,8 @@
 
 Torch-Pruning's dependency graph removes each group's pruned channels from every layer that holds
 them (conv/linear weights, BN statistics, concatenation offsets), on a deep copy of the model.
+:func:`slim_model` checks the result against the masked model (:mod:`chipnet_zoo.verify`);
+:func:`verify_model` slims a probe mask once, what :class:`~chipnet_zoo.ChipNetPruner` does at construction.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import copy
 import torch
 from torch import nn
 
+from .cost import CostModel
+from .errors import InexactModelError
 from .gates import detach_gates
 from .groups import ChannelGraph
+from .verify import check_slim, probe_keep, randomize_batchnorm
 
 
 def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
@@ -59,11 +64,30 @@ def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
     _adapt_fixed_filters(slim)
     slim.train(was_training)
     if check:
-        from .verify import check_slim
-
         check_slim(detach_gates(_plain(model)), graph, keep, slim, example_input.to(
             next(slim.parameters()).device))
     return slim
+
+
+def verify_model(model: nn.Module, graph: ChannelGraph, example_input: torch.Tensor,
+                 cost: CostModel | None = None) -> float:
+    """Slim a copy of ``model`` (random batch-norm statistics) with :func:`probe_keep` and
+    :func:`check_slim` it; ``model`` is not modified.
+
+    Raises:
+        InexactModelError: the model cannot be pruned exactly (the layer and the reason are named).
+    """
+    keep = probe_keep(graph)
+    probe = detach_gates(copy.deepcopy(model))
+    randomize_batchnorm(probe)  # a fresh BN is the identity, which would hide leaks of pruned channels
+    try:
+        slim = slim_model(probe, graph, keep, example_input, check=False)
+    except InexactModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning failing to slim is a refusal, not a crash
+        raise InexactModelError("<model>", f"Torch-Pruning cannot slim the model "
+                                f"({type(exc).__name__}: {exc})") from exc
+    return check_slim(probe, graph, keep, slim, example_input, cost, in_place=True)
 
 
 def _adapt_fixed_filters(model: nn.Module) -> None:

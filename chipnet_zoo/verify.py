@@ -7,9 +7,9 @@ when that exceeds 1; where float32 misses that, float64 copies decide, since dee
 activations differ by rounding alone), parameters and multiply-accumulates equal to the cost model's. Anything else raises
 :class:`~chipnet_zoo.errors.InexactModelError` naming the first layer whose kept outputs differ (or
 where the slimmed model fails, or whose parameters the cost model does not count).
-:func:`verify_model` runs it once on a probe mask that removes about half of every group: what
-:class:`~chipnet_zoo.ChipNetPruner` does at construction, so a model that cannot be pruned exactly is
-refused before any training.
+:func:`chipnet_zoo.slim.verify_model` runs it once on a probe mask (:func:`probe_keep`) that removes about
+half of every group: what :class:`~chipnet_zoo.ChipNetPruner` does at construction, so a model that cannot
+be pruned exactly is refused before any training.
 """
 
 from __future__ import annotations
@@ -196,30 +196,6 @@ def check_slim(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor, slim: 
         return diff
     finally:
         slim.train(slim_training)
-
-
-def verify_model(model: nn.Module, graph: ChannelGraph, example_input: torch.Tensor,
-                 cost: CostModel | None = None) -> float:
-    """Slim a copy of ``model`` (random batch-norm statistics) with :func:`probe_keep` and
-    :func:`check_slim` it; ``model`` is not modified.
-
-    Raises:
-        InexactModelError: the model cannot be pruned exactly (the layer and the reason are named).
-    """
-    from .gates import detach_gates
-    from .slim import slim_model
-
-    keep = probe_keep(graph)
-    probe = detach_gates(copy.deepcopy(model))
-    randomize_batchnorm(probe)  # a fresh BN is the identity, which would hide leaks of pruned channels
-    try:
-        slim = slim_model(probe, graph, keep, example_input, check=False)
-    except InexactModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Torch-Pruning failing to slim is a refusal, not a crash
-        raise InexactModelError("<model>", f"Torch-Pruning cannot slim the model "
-                                f"({type(exc).__name__}: {exc})") from exc
-    return check_slim(probe, graph, keep, slim, example_input, cost, in_place=True)
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> None:

@@ -3,7 +3,7 @@ folder that resumes from per-epoch checkpoints.
 
 Data flow: :class:`RunRequest` (the CLI's options) -> :func:`~.options.resolve` -> :class:`RunOptions`
 (typed; ``config.json``'s ``resolved``) -> :func:`execute` opens the :class:`Run` folder under its lock ->
-a :class:`~.execute.RunSession` -> :func:`~.train.train_phase` or :func:`~.prune.prune_phase` -> ``metrics.json``.
+a :class:`~.session.RunSession` -> :func:`~.train.train_phase` or :func:`~.prune.prune_phase` -> ``metrics.json``.
 
 Modules: :mod:`.folder` (the folder: files, lock, log, checkpoints), :mod:`.options`, :mod:`.execute`,
 :mod:`.train` (dense training; the training of fine-tuning), :mod:`.finetune` (the mask a fine-tuning slims

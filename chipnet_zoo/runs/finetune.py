@@ -12,8 +12,8 @@ from torch import nn
 from ..mask import Mask
 from ..mask_plot import save_kept_channels
 from .evaluate import mask_ratios
-from .execute import RunSession
 from .folder import KEPT_PLOT, MASK
+from .session import RunSession
 
 
 def slim_with_mask(session: RunSession, model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, Mask, dict[str, float]]:

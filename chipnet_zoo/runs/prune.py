@@ -11,9 +11,9 @@ import torch
 from ..distributed import gather_strings, tensors_digest
 from ..mask_plot import save_kept_channels
 from .evaluate import final_metrics
-from .execute import RunSession, log
 from .folder import CURVES, KEPT_PLOT, MASK, PRUNED_WEIGHTS
 from .plots import plot_curves
+from .session import RunSession, log
 from .weights import load_state_dict_file, load_weights_into, save_state_dict
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from ..training import Trainer
 from .evaluate import ALL_ONES, cpu_copy, final_metrics
-from .execute import RunSession
 from .finetune import save_finetuned_mask, slim_with_mask
 from .folder import CURVES, WEIGHTS
 from .plots import plot_curves
+from .session import RunSession
 from .weights import load_state_dict_file, load_weights_into, save_state_dict
 
 
