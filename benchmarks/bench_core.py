@@ -1,4 +1,4 @@
-"""Core benchmarks (DESIGN §8): gate overhead, slimmed speed-up, pruner set-up time.
+"""Core benchmarks (docs/benchmarks.md): gate overhead, slimmed speed-up, pruner set-up time.
 
     python benchmarks/bench_core.py            # writes benchmarks/results/core.json and prints a table
 

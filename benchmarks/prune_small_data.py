@@ -1,4 +1,4 @@
-"""The pruning phase on a small data set (DESIGN §3.3, "measured pitfall").
+"""The pruning phase on a small data set (docs/benchmarks.md, "The pruning phase on small data").
 
 resnet20 on mnist5k (3,500 training digits, 28x28, 1 channel), pretrained a few epochs with SGD, then
 the ChipNet pruning phase at a FLOPs budget. Reports per epoch the soft/hard ratio, the fraction of

@@ -1,4 +1,4 @@
-"""Baseline masks that meet a budget through the same budget-exact thresholding as ChipNet (DESIGN §3.6).
+"""Baseline masks that meet a budget through the same budget-exact thresholding as ChipNet (docs/architecture.md, "Budget-exact thresholding").
 
 Each baseline is a :mod:`scorer <chipnet_zoo.scorers>` (the protocol ChipNet's gates use too) whose
 scores are fed to :func:`~chipnet_zoo.threshold.threshold_scores`: ``random`` (seeded uniform), ``l1``

@@ -1,13 +1,13 @@
 """ChipNet gates: the gate math, the schedules, and how gates act on a model.
 
-Gate math (the authors' code, see DESIGN §3.3): a latent ψ per channel, ψ ~ U(0, 0.01);
+Gate math (the authors' code, docs/architecture.md "The gate math"): a latent ψ per channel, ψ ~ U(0, 0.01);
 z̃ = σ(β·ψ) (logistic); z = 1 − exp(−γ·z̃) + z̃·exp(−γ) (continuous Heaviside);
 crispness = mean over all gates of (z − z̃)²; soft keep count σ(s·(z − 0.5)).
 Two additions of this package (both optional, on by default in ``ChipNetPruner``): z divided by the
 largest z of its channel group, and a straight-through pull of the forward value onto a hard mask
 (``hard_target``/``hard_mix``) at the end of the pruning phase; docs/benchmarks.md has why.
 
-Where gates act (DESIGN §3.2): a pruned channel must be zero wherever it *enters* a conv or linear
+Where gates act (docs/architecture.md, "Where the gates act"): a pruned channel must be zero wherever it *enters* a conv or linear
 layer. So each consumer layer's weight is scaled by the gate of every input channel it reads —
 ``conv(x, W · g_in) == conv(x · g_in, W)`` — which costs a multiply on the (small) weight instead of
 on the activation. With 0/1 gates the masked model computes exactly what the slimmed model does,

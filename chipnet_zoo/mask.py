@@ -1,4 +1,4 @@
-"""``Mask``: a learned channel mask as a portable artifact (safetensors + metadata, DESIGN §4).
+"""``Mask``: a learned channel mask as a portable artifact (safetensors + metadata, docs/architecture.md "The mask file").
 
 Tensors per channel group (named after the group's root layer, e.g. ``layer1.0.conv1``):
 ``mask/<group>`` (bool ``[C]``, kept channels) and ``score/<group>`` (float32 ``[C]``, the gate values z

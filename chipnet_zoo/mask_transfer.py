@@ -1,4 +1,4 @@
-"""Mask transfer (DESIGN §7, digest §1.9): a mask learned on a teacher dataset, used on a student dataset.
+"""Mask transfer (docs/architecture.md, "Transfer"): a mask learned on a teacher dataset, used on a student dataset.
 
 Protocols:
 

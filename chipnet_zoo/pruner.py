@@ -1,4 +1,4 @@
-"""``ChipNetPruner``: learn a budget-exact channel mask for any BatchNorm CNN (DESIGN §3)."""
+"""``ChipNetPruner``: learn a budget-exact channel mask for any BatchNorm CNN (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from .threshold import (
 
 #: How far (in ψ units) AdamW must be able to move a gate within one run. The authors' defaults
 #: give 28 on CIFAR (28k steps × lr 1e-3) but only ~2 on a 3.5k-image set, where no gate can close
-#: (DESIGN §3.3, "measured pitfall"); ψ's learning rate is raised to reach this travel on small data.
+#: (docs/benchmarks.md, "The pruning phase on small data"); ψ's learning rate is raised to reach this travel on small data.
 DEFAULT_PSI_TRAVEL = 30.0
 #: Final fraction of the pruning phase whose forward pass moves to the hard mask (straight-through).
 #: On small data the soft phase alone ends with gates that sit between 0 and 1 — a conv followed by

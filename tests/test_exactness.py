@@ -1,4 +1,4 @@
-"""Budget-exact masks and exact physical slimming across architectures (DESIGN §3.2–§3.5, §8).
+"""Budget-exact masks and exact physical slimming across architectures (docs/architecture.md).
 
 For every architecture, budget kind and target: the hard ratio is <= the target and within 0.01 of
 it; the cost model's params and MACs equal what the slimmed model measures; the masked model (hard

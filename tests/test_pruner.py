@@ -1,5 +1,5 @@
 """The pruning phase on real data: a short run moves towards the budget and crispens the gates, and on
-small data (DESIGN §3.3 "measured pitfall") it really prunes. The full-length small-data run is
+small data (docs/benchmarks.md, "The pruning phase on small data") it really prunes. The full-length small-data run is
 ``benchmarks/prune_small_data.py``; docs/benchmarks.md has its numbers."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _pretrain(model: torch.nn.Module, loader, epochs: int, lr: float = 0.05) -> 
 
 @pytest.mark.slow
 def test_pruning_phase_really_prunes_on_small_data():
-    """DESIGN §3.3 "measured pitfall": resnet20 on a few thousand real digits, flops:0.25 — the soft
+    """docs/benchmarks.md, "The pruning phase on small data": resnet20 on a few thousand real digits, flops:0.25 — the soft
     ratio ends near the target, the gates end crisp, and the hard mask works *before* fine-tuning.
     (The full-length run is ``benchmarks/prune_small_data.py``; docs/benchmarks.md has its numbers.)"""
     data = load_data("mnist5k", max_samples=2000, seed=0)

@@ -30,7 +30,7 @@ def _transfer(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("transfer", help="apply a (teacher) mask to a student dataset and train the student",
-                              description="Transfer a mask learned on one dataset to another (DESIGN §7): "
+                              description="Transfer a mask learned on one dataset to another (docs/architecture.md, 'Transfer'): "
                                           "'scratch' trains the slimmed student from random init (the paper's "
                                           "protocol); 'finetune' applies the mask to a dense student and "
                                           "fine-tunes it.")

@@ -1,6 +1,6 @@
 """Experiments (``chipnet-zoo experiment CONFIG.yaml``): teacher × student × budgets × methods × seeds, resumable.
 
-Methods (DESIGN §7), all at the same budget through the same thresholding:
+Methods (docs/experiments.md), all at the same budget through the same thresholding:
 
 ==================  =====================================================================================
 ``dense``           the dense student (one per student and seed; its accuracy is drawn at budget 1)

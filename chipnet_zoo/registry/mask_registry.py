@@ -1,6 +1,6 @@
 """``MaskRegistry``: learned masks (and optional weights) keyed by (architecture, dataset, budget), in a
 local folder or a Hugging Face Hub repo (``hf://<owner>/<repo>[@<revision>]``), with the same layout in
-both (DESIGN §5)::
+both (docs/architecture.md, "The registry")::
 
     index.json                                        # every entry: key, path, sha256, size, metadata
     masks/<arch>/<dataset>/<budget_type>-<budget>.safetensors
