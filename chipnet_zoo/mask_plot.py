@@ -65,7 +65,7 @@ def kept_channels_png(mask: Mask, title: str = "") -> bytes:
 
 def save_kept_channels(mask: Mask, path: str | Path, title: str = "") -> Path:
     """Write :func:`kept_channels_png` to ``path``."""
-    from .checkpoint import atomic_write_bytes
+    from ._atomic import atomic_write
 
-    atomic_write_bytes(Path(path), kept_channels_png(mask, title))
+    atomic_write(Path(path), kept_channels_png(mask, title))
     return Path(path)

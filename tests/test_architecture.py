@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import chipnet_zoo
@@ -153,3 +154,26 @@ def test_in_the_registry_only_hub_and_card_import_huggingface_hub():
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
         if any(n.split(".")[0] == "huggingface_hub" for n in names):
             assert path.stem in ("hub", "card"), path
+
+
+def _documented_layers() -> list[str]:
+    """The module list of docs/architecture.md's layout block, in order (``name.py`` or ``folder/``)."""
+    text = (ROOT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```", 2)[1]
+    names = re.findall(r"^([A-Za-z_][\w]*)(?:\.py|/)\s", block, flags=re.M)
+    return [n for n in names if n != "cli"] + ["cli"]
+
+
+def test_modules_import_only_the_layers_documented_above_them():
+    layers = _documented_layers()
+    top = {m.split(".")[1] for m in import_graph() if m.count(".") >= 1}
+    assert top - {"__main__", "_version"} <= set(layers), f"undocumented: {top - set(layers)}"
+    rank = {name: i for i, name in enumerate(layers)}
+
+    def layer(module: str) -> int | None:
+        parts = module.split(".")
+        return rank.get(parts[1]) if len(parts) > 1 else None
+
+    upward = sorted(f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+                    if layer(a) is not None and layer(b) is not None and layer(b) > layer(a))
+    assert not upward, "imports of a layer listed below (docs/architecture.md): " + "; ".join(upward)
