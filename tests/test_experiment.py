@@ -189,3 +189,57 @@ def test_transfer_scratch_gets_the_dense_training_schedule(tmp_path):
     phase = Run(row["run_dir"]).config()["recipe"]["phase"]
     train = phase_config(recipe, "train")
     assert (phase["epochs"], phase["lr"]) == (train["epochs"], train["lr"]) == (2, 0.05)
+
+
+class _ScoredCells:
+    """A workspace whose cells score by a fixed rule (the runner's scheduling is under test, not training):
+    at flops 0.125 the random method's accuracy swings by seed; everything else is steady."""
+
+    def __init__(self, cfg, out):
+        self.ran: list[str] = []
+
+    def run_cell(self, cell):
+        self.ran.append(cell.id)
+        swing = 0.10 * (cell.seed % 2) if (cell.method == "random" and cell.budget.value == 0.125) else 0.0
+        return {"test_accuracy": 0.8 + swing + 0.001 * cell.seed, "ratios": {"flops": cell.budget.value}}
+
+
+def test_extra_seeds_only_where_the_spread_over_seeds_is_large(tmp_path):
+    import threading
+
+    from chipnet_zoo.budget import Budget
+    from chipnet_zoo.experiments import lane_of, noisy_pairs
+
+    cfg = ExperimentConfig.from_dict({**TINY, "students": ["mnist5k", "animal-mnist"],
+                                      "teachers": ["animal-mnist", "mnist5k"], "budgets": [0.25, 0.125],
+                                      "methods": ["dense", "random", "transfer-scratch"], "seeds": [0, 1, 2],
+                                      "extra_seeds": [3, 4], "extra_seeds_above_std": 0.03})
+    workspaces: list[_ScoredCells] = []
+
+    def make(c, out):
+        workspaces.append(_ScoredCells(c, out))
+        return workspaces[-1]
+
+    lanes = [threading.Thread(target=run_experiment, args=(cfg,),
+                              kwargs={"out": tmp_path, "workspace": make, "lane": (k, 2), "poll_seconds": 0.05})
+             for k in range(2)]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join(timeout=60)
+    rows = read_results(tmp_path)
+    base = {c.id for c in grid(cfg)}
+    extra = {r["cell"] for r in rows} - base
+    assert base <= {r["cell"] for r in rows} and len(rows) == len({r["cell"] for r in rows})  # nothing twice
+    assert noisy_pairs(cfg, rows) == {("mnist5k", Budget("flops", 0.125)), ("animal-mnist", Budget("flops", 0.125))}
+    # the extra seeds ran every method at the noisy budget (and the dense models), nothing at flops 0.25
+    assert {c.split("|")[2] for c in extra} == {"flops:0.125", "flops:1"} and {c[-2:] for c in extra} == {"s3", "s4"}
+    assert {c.split("|")[1] for c in extra} == {"dense", "random", "transfer-scratch"}
+    # extra seeds are split between the lanes by seed
+    ran = [set(w.ran) for w in workspaces]
+    assert all(any(c.endswith("s3") for c in lane) != any(c.endswith("s4") for c in lane) for lane in ran)
+    assert all(lane_of(cfg, c, 2) in (0, 1) for c in grid(cfg, seeds=[3, 4]))
+    table = (tmp_path / "results.md").read_text()
+    assert "PARTIAL" not in table and "seeds 3, 4 added where" in table and "mnist5k flops:0.125" in table
+    with pytest.raises(RunError, match="overlap"):
+        ExperimentConfig.from_dict({**TINY, "seeds": [0, 1], "extra_seeds": [1]})

@@ -26,6 +26,8 @@ Config (YAML)::
     budgets: [0.25, 0.125, 0.0625, 0.03125]
     methods: [dense, chipnet-direct, transfer-scratch, transfer-finetune, random, l1, slimming]
     seeds: [0, 1, 2]
+    extra_seeds: [3, 4]          # optional: added where a method's std over seeds exceeds extra_seeds_above_std
+    extra_seeds_above_std: 0.03  # (a fraction: 3 points)
     recipe: cpu                  # shipped recipe name or a YAML file (relative to the config)
     epochs: {train: 15, prune: 8, finetune: 10}   # optional overrides of the recipe
     max_samples: null            # or a number, or {dataset: number}
@@ -41,13 +43,13 @@ resumable loop), :mod:`.report` (tables, paired statistics, plots), :mod:`.zoo_e
 
 from __future__ import annotations
 
-from .config import METHODS, Cell, ExperimentConfig, grid, lane_of, list_configs
+from .config import METHODS, Cell, ExperimentConfig, extra_cells, grid, lane_of, list_configs, noisy_pairs
 from .report import markdown_table, paired_comparisons, paired_interval, write_reports
 from .results import read_results
 from .runner import run_experiment
 from .workspace import Workspace
 from .zoo_export import export_zoo
 
-__all__ = ["METHODS", "Cell", "ExperimentConfig", "Workspace", "export_zoo", "grid", "lane_of", "list_configs",
-           "markdown_table", "paired_comparisons", "paired_interval", "read_results", "run_experiment",
-           "write_reports"]
+__all__ = ["METHODS", "Cell", "ExperimentConfig", "Workspace", "export_zoo", "extra_cells", "grid", "lane_of",
+           "list_configs", "markdown_table", "noisy_pairs", "paired_comparisons", "paired_interval", "read_results",
+           "run_experiment", "write_reports"]

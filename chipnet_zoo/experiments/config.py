@@ -31,6 +31,11 @@ class ExperimentConfig:
     max_samples: Any = None
     data_seed: int = 0
     out: str = "experiments/default"
+    #: seeds added, once every cell of ``seeds`` has finished, wherever a (student, budget) has a method whose
+    #: test accuracy varies over ``seeds`` by a standard deviation above ``extra_seeds_above_std`` (a fraction:
+    #: 0.03 = 3 points); those (student, budget) pairs then get every method on the extra seeds
+    extra_seeds: list[int] = field(default_factory=list)
+    extra_seeds_above_std: float = 0.03
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExperimentConfig:
@@ -72,6 +77,12 @@ class ExperimentConfig:
         cfg.budget_type = Budget(cfg.budget_type, 0.5).kind
         cfg.budgets = [Budget.parse(b, default_kind=cfg.budget_type) for b in cfg.budgets]
         cfg.seeds = [int(s) for s in cfg.seeds]
+        cfg.extra_seeds = [int(s) for s in cfg.extra_seeds or []]
+        if set(cfg.extra_seeds) & set(cfg.seeds):
+            raise RunError(f"extra_seeds {cfg.extra_seeds} overlap seeds {cfg.seeds}")
+        if cfg.extra_seeds and len(cfg.seeds) < 2:
+            raise RunError("extra_seeds need at least 2 seeds to measure the spread over")
+        cfg.extra_seeds_above_std = float(cfg.extra_seeds_above_std)
         unknown_phases = set(cfg.epochs or {}) - {"train", "prune", "finetune"}
         if unknown_phases:
             raise RunError(f"epochs: unknown phases {sorted(unknown_phases)} (train, prune, finetune)")
@@ -110,18 +121,26 @@ class Cell:
         return f"{self.teacher}>{self.student}|{self.method}|{self.budget}|s{self.seed}"
 
 
-def grid(cfg: ExperimentConfig) -> list[Cell]:
-    """Every cell of the grid, each once (student-only methods once per student, dense at budget 1)."""
+def grid(cfg: ExperimentConfig, *, seeds: list[int] | None = None,
+         where: set[tuple[str, Budget]] | None = None) -> list[Cell]:
+    """Every cell of the grid, each once (student-only methods once per student, dense at budget 1).
+
+    ``seeds`` replaces the config's seeds; ``where`` keeps only these (student, budget) pairs (and the dense
+    cells of their students)."""
     cells: dict[str, Cell] = {}
     # seed-major, then method (in config order), so a partial run has complete methods for the first seeds
-    for seed in cfg.seeds:
+    for seed in cfg.seeds if seeds is None else seeds:
         for method in cfg.methods:
             for student in cfg.students:
+                if where is not None and not any(s == student for s, _ in where):
+                    continue
                 if method == "dense":
                     cell = Cell("-", student, method, Budget(cfg.budget_type, 1.0), seed)
                     cells.setdefault(cell.id, cell)
                     continue
                 for budget in cfg.budgets:
+                    if where is not None and (student, budget) not in where:
+                        continue
                     for teacher in (cfg.teachers if method.startswith("transfer") else ["-"]):
                         if teacher == student:
                             continue
@@ -130,8 +149,32 @@ def grid(cfg: ExperimentConfig) -> list[Cell]:
     return list(cells.values())
 
 
+def noisy_pairs(cfg: ExperimentConfig, rows: list[dict[str, Any]]) -> set[tuple[str, Budget]]:
+    """The (student, budget) pairs where some method's test accuracy over the config's ``seeds`` has a
+    standard deviation above ``extra_seeds_above_std`` (only methods finished on every one of those seeds)."""
+    import statistics
+
+    per: dict[tuple[str, str, str, Budget], dict[int, float]] = {}
+    for r in rows:
+        if r.get("test_accuracy") is None or r["method"] == "dense" or int(r["seed"]) not in cfg.seeds:
+            continue
+        budget = Budget(r.get("budget_type") or cfg.budget_type, float(r["budget"]))
+        per.setdefault((r["student"], r["teacher"], r["method"], budget), {})[int(r["seed"])] = float(r["test_accuracy"])
+    return {(student, budget) for (student, _, _, budget), accs in per.items()
+            if len(accs) == len(cfg.seeds) and statistics.stdev(accs.values()) > cfg.extra_seeds_above_std}
+
+
+def extra_cells(cfg: ExperimentConfig, rows: list[dict[str, Any]]) -> list[Cell]:
+    """The cells of ``extra_seeds`` for the :func:`noisy_pairs` (every method there, and the dense models)."""
+    where = noisy_pairs(cfg, rows)
+    return grid(cfg, seeds=cfg.extra_seeds, where=where) if cfg.extra_seeds and where else []
+
+
 def lane_of(cfg: ExperimentConfig, cell: Cell, lanes: int) -> int:
-    """The lane of a cell when the grid is split into ``lanes``: its (student, seed) pair's position, mod lanes."""
+    """The lane of a cell when the grid is split into ``lanes``: its (student, seed) pair's position, mod lanes;
+    a cell of an extra seed goes by that seed's position (both students of a seed share its teacher runs)."""
+    if cell.seed in cfg.extra_seeds:
+        return cfg.extra_seeds.index(cell.seed) % lanes
     pairs = [(student, seed) for seed in cfg.seeds for student in cfg.students]
     return pairs.index((cell.student, cell.seed)) % lanes
 

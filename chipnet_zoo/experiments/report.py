@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..budget import Budget
-from .config import METHODS, ExperimentConfig, grid, safe_name
+from .config import METHODS, ExperimentConfig, extra_cells, grid, noisy_pairs, safe_name
 from .results import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, latest_rows, read_results
 
 CSV_FIELDS = ("teacher", "student", "arch", "method", "budget_type", "budget", "seed", "test_accuracy",
@@ -32,7 +32,7 @@ def write_reports(out: str | os.PathLike, cfg: ExperimentConfig, total: int | No
         writer.writerow({**r, "flops": ratios.get("flops"), "params_ratio": ratios.get("params"),
                          "channels": ratios.get("channels"), "volume": ratios.get("volume")})
     (out / RESULTS_CSV).write_text(buf.getvalue())
-    total = total if total is not None else len(grid(cfg))
+    total = total if total is not None else len(grid(cfg)) + len(extra_cells(cfg, rows))
     table = markdown_table(rows, cfg, total)
     (out / RESULTS_MD).write_text(table)
     plots = [plot_student(rows, cfg, student, out / f"plot-{safe_name(student)}.png") for student in cfg.students]
@@ -126,6 +126,13 @@ def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int
     lines = [f"# Experiment `{cfg.name}`: {cfg.arch}, {', '.join(kinds)} budgets", ""]
     if partial:
         lines += [f"**PARTIAL RESULTS: {len(rows)} of {total} cells finished.**", ""]
+    seeds = f"Seeds {', '.join(map(str, cfg.seeds))}"
+    if cfg.extra_seeds:
+        noisy = sorted(noisy_pairs(cfg, rows), key=lambda p: (p[0], p[1].kind, -p[1].value))
+        seeds += (f"; seeds {', '.join(map(str, cfg.extra_seeds))} added where a method's std over those exceeds "
+                  f"{100 * cfg.extra_seeds_above_std:g} points: "
+                  + (", ".join(f"{s} {b}" for s, b in noisy) if noisy else "nowhere (so far)"))
+    lines += [seeds + ".", ""]
     order = {m: i for i, m in enumerate(METHODS)}
     for student in cfg.students:
         accs = _accuracies(rows, student)
