@@ -252,15 +252,16 @@ def load_source(source: str | os.PathLike, *, registry: str | os.PathLike | None
     A registry entry without weights is refused unless ``allow_untrained`` (then the slim architecture is
     exported with random weights: for latency or integration checks only, marked ``trained: false``).
     """
-    from . import runs as R
+    from .runs import folder as R
+    from .runs import load_run_model, open_source_run
 
     text = os.fspath(source)
     if Path(text).is_dir():
         from .mask import Mask
 
-        run, config = R.open_source_run(text, ("prune", "finetune"))
+        run, config = open_source_run(text, ("prune", "finetune"))
         mask = Mask.load(run.file(R.MASK))
-        model = R.load_run_model(run.path)
+        model = load_run_model(run.path)
         info = {"source": {"kind": "run", "path": str(run.path), "run_kind": config["kind"]},
                 "weights": "fine-tuned" if config["kind"] == "finetune" else "pruning phase (not fine-tuned)",
                 "trained": True, "arch": config["arch"],
@@ -321,8 +322,8 @@ def export_from(source: str | os.PathLike, *, format: str, out: str | os.PathLik
         >>> result.card["check"]["max_abs_diff"] < 1e-4                    # doctest: +SKIP
         True
     """
-    from . import runs as R
     from ._version import __version__
+    from .runs import folder as R
 
     _preflight(format, exporter, verify)
     opset = opset or DEFAULT_OPSET
