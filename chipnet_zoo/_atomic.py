@@ -9,10 +9,12 @@ writes the file itself (the ONNX / TorchScript / torch.export writers).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
@@ -37,6 +39,11 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)  # disk full or a kill: no orphan temp file
         raise
     return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """:func:`atomic_write` of ``obj`` as indented JSON (NaN allowed, as Python writes it)."""
+    return atomic_write(path, (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode())
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, atomic_write_json
 from .errors import CheckpointError, RunError
 
 STATE_FILE = "state.json"
@@ -132,21 +132,12 @@ def set_rng_state(state: Mapping[str, torch.Tensor], generators: Mapping[str, to
 
 
 # --- files ---------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (the package's one writer, ``chipnet_zoo/_atomic.py``)."""
-    atomic_write(path, data)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode())
-
-
 def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
     """Atomically write a safetensors file (tensors copied to contiguous, unshared CPU memory)."""
     from safetensors.torch import save
 
     clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(clean, metadata=dict(metadata) if metadata else None))
+    atomic_write(path, save(clean, metadata=dict(metadata) if metadata else None))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

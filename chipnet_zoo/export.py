@@ -354,7 +354,7 @@ def export_from(source: str | os.PathLike, *, format: str, out: str | os.PathLik
                               "pt2": "torch.export.load"}[format]},
         "versions": versions, "created": R.now(),
     }
-    from .checkpoint import atomic_write_json
+    from ._atomic import atomic_write_json
 
     atomic_write_json(card_path, card)
     return ExportResult(out, mask_path, card_path, card)
@@ -393,7 +393,7 @@ def add_onnx_latency(metrics: dict[str, Any], run_dir: str | os.PathLike, *, rep
     """``chipnet-zoo eval --onnx-latency``: onnxruntime latency of the run's model beside torch's
     (``metrics["latency_cpu"]``: the same batch sizes, repeats and thread count), stored under
     ``metrics["latency_onnxruntime"]``, also in ``metrics_file`` if it exists, and printed to stderr."""
-    from .checkpoint import atomic_write_json
+    from ._atomic import atomic_write_json
     from .runs import Run, load_run_model
 
     torch_lat = metrics.get("latency_cpu") or {}

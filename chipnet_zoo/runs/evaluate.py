@@ -100,7 +100,7 @@ def evaluate_run(s: RunRequest) -> dict[str, Any]:
                           "settings": settings, "source": str(source.path), "data_kwargs": data_kwargs})
         out.write_metrics(metrics)
     else:
-        from ..checkpoint import atomic_write_json
+        from .._atomic import atomic_write_json
 
         atomic_write_json(source.file("eval.json"), metrics)
     write_summary(metrics)

@@ -30,7 +30,8 @@ from importlib import metadata as _metadata
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointDir, atomic_write_bytes, atomic_write_json
+from .._atomic import atomic_write, atomic_write_json
+from ..checkpoint import CheckpointDir
 from ..errors import RunError
 
 CONFIG, METRICS, LOG = "config.json", "metrics.json", "log.jsonl"
@@ -164,7 +165,7 @@ class Run:
     def write_log(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Rewrite ``log.jsonl`` with exactly these records (on resume: the checkpoint's history)."""
         text = "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in records)
-        atomic_write_bytes(self.file(LOG), text.encode())
+        atomic_write(self.file(LOG), text.encode())
 
     def append_log(self, record: Mapping[str, Any]) -> None:
         with open(self.file(LOG), "a") as fh:
