@@ -63,7 +63,7 @@ def kept_channels_png(mask: Mask, title: str = "") -> bytes:
     return buf.getvalue()
 
 
-def save_kept_channels(mask: Mask, path: str | Path, title: str = "") -> Path:
+def save_kept_channels(mask: Mask, path: str | Path, *, title: str = "") -> Path:
     """Write :func:`kept_channels_png` to ``path``."""
     from ._atomic import atomic_write
 

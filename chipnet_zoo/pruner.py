@@ -243,7 +243,7 @@ class ChipNetPruner:
         )
 
     # --- the pruning phase -----------------------------------------------------------------------
-    def fit(self, train_loader, val_loader=None, epochs: int = 20, *, lr: float = 1e-3,
+    def fit(self, train_loader, val_loader=None, *, epochs: int = 20, lr: float = 1e-3,
             weight_decay: float = 1e-3, psi_lr: float | None = None, budget_weight: float = 30.0,
             crispness_weight: float | None = None, harden: float = DEFAULT_HARDEN,
             budget_grad_power: float = 1.0, budget_grad_at: str = "current", soft_count: str = "sigmoid",

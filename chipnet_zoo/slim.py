@@ -21,7 +21,7 @@ from .verify import check_slim, probe_keep, randomize_batchnorm
 
 
 def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
-               example_input: torch.Tensor, check: bool = True) -> nn.Module:
+               example_input: torch.Tensor, *, check: bool = True) -> nn.Module:
     """Return a slimmed deep copy of ``model``; ``model`` itself is not modified.
 
     Args:

@@ -141,7 +141,7 @@ def _block_scores(scores: torch.Tensor, group, round_to: int) -> list[float]:
     return ranked[torch.arange(per_block, n + per_block, per_block).clamp(max=n) - 1].tolist()
 
 
-def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str,
+def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str, *,
                      round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0) -> torch.Tensor:
     """The boolean keep-mask over all channels that meets ``budget`` exactly (a ceiling).
 

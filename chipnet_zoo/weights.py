@@ -111,7 +111,7 @@ def check_weights_fit_arch(data: bytes, mask: Mask, *, kind: str) -> None:
                                     f"{shape}")
 
 
-def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> nn.Module:
     """``model.load_state_dict(state, strict=True)`` after checking names and shapes; returns ``model``.
 
     Raises:

@@ -175,12 +175,12 @@ def test_one_strict_weights_loader_for_runs_and_registry():
     model = create_model("resnet8", num_classes=10)
     state = create_model("resnet20", num_classes=10).state_dict()
     with pytest.raises(WeightsMismatchError) as info:
-        weights.load_weights_into(model, state, "other.safetensors")
+        weights.load_weights_into(model, state, source="other.safetensors")
     assert isinstance(info.value, MaskMismatchError) and isinstance(info.value, RunError)
     assert info.value.source == "other.safetensors" and info.value.unexpected and info.value.arch == "resnet8"
     assert "weights other.safetensors do not fit resnet8" in str(info.value)
     good = create_model("resnet8", num_classes=10)
-    assert weights.load_weights_into(model, good.state_dict(), "good") is model
+    assert weights.load_weights_into(model, good.state_dict(), source="good") is model
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), good.state_dict().values()))
 
 

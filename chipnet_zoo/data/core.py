@@ -112,7 +112,7 @@ class Loaders(NamedTuple):
     test: DataLoader
 
 
-def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int = 0, seed: int = 0, *,
+def make_loaders(bundle: DataBundle, batch_size: int, *, num_workers: int = 0, seed: int = 0,
                  eval_batch_size: int | None = None, pin_memory: bool = False,
                  drop_last: bool | None = None) -> Loaders:
     """Train (shuffled by a generator seeded with ``seed``), val and test DataLoaders.

@@ -290,11 +290,11 @@ class MaskRegistry:
         in_chans = int((entry.input_size or mask.meta.input_size or (3,))[0])
         model = create_model(entry.arch, num_classes=int(num_classes), in_chans=in_chans)
         if entry.weights["kind"] == "dense":
-            load_weights_into(model, state, f"(dense weights of {entry.key})")
+            load_weights_into(model, state, source=f"(dense weights of {entry.key})")
             model = mask.slim(model)
         else:
             model = mask.slim(model)
-            load_weights_into(model, state, f"(slimmed weights of {entry.key})")
+            load_weights_into(model, state, source=f"(slimmed weights of {entry.key})")
         return model.eval()
 
     # --- writing ---------------------------------------------------------------------------------

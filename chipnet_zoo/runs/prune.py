@@ -23,7 +23,7 @@ def prune_phase(session: RunSession) -> dict[str, Any]:
 
     options, bundle, acc, run, phase = session.options, session.bundle, session.accelerator, session.run, session.phase
     model = session.new_model()
-    load_weights_into(model, load_state_dict_file(options.weights_file), options.weights_file)
+    load_weights_into(model, load_state_dict_file(options.weights_file), source=options.weights_file)
     model = model.to(acc.device)
     if acc.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -47,7 +47,7 @@ def prune_phase(session: RunSession) -> dict[str, Any]:
     pruned_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in plain.state_dict().items()}
     # the run's model: a fresh dense model with the pruned-phase weights, slimmed by the mask
     x = session.example_input()
-    slim = mask.slim(load_weights_into(session.new_model(), pruned_state, "(pruned phase)"), x).to(acc.device)
+    slim = mask.slim(load_weights_into(session.new_model(), pruned_state, source="(pruned phase)"), x).to(acc.device)
     metrics = final_metrics(slim, x, session.loaders, acc)
     metrics.update({
         "ratios": mask.ratios, "epochs_done": len(history), "budget": str(options.budget),

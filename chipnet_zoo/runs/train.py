@@ -22,7 +22,7 @@ def train_phase(session: RunSession) -> dict[str, Any]:
     model = session.new_model()
     weights = options.weights_file
     if weights:
-        load_weights_into(model, load_state_dict_file(weights), weights)
+        load_weights_into(model, load_state_dict_file(weights), source=weights)
     mask = ratios = None
     if options.kind == "finetune":
         model, mask, ratios = slim_with_mask(session, model, x)

@@ -66,16 +66,16 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         raise RunError(f"{run.path}: unknown run kind {kind!r}")
     model = build_model(config)
     if kind == "train":
-        model = load_weights_into(model, load_state_dict_file(run.file(WEIGHTS)), str(run.file(WEIGHTS)))
+        model = load_weights_into(model, load_state_dict_file(run.file(WEIGHTS)), source=str(run.file(WEIGHTS)))
     else:
         mask = Mask.load(run.file(MASK))
         mask.check_arch(config["arch"])
         if kind == "prune":
-            load_weights_into(model, load_state_dict_file(run.file(PRUNED_WEIGHTS)), str(run.file(PRUNED_WEIGHTS)))
+            load_weights_into(model, load_state_dict_file(run.file(PRUNED_WEIGHTS)), source=str(run.file(PRUNED_WEIGHTS)))
             model = mask.slim(model, example_input(config))
         else:
             model = mask.slim(model, example_input(config))
-            load_weights_into(model, load_state_dict_file(run.file(WEIGHTS)), str(run.file(WEIGHTS)))
+            load_weights_into(model, load_state_dict_file(run.file(WEIGHTS)), source=str(run.file(WEIGHTS)))
     for attr in ("arch_name", "num_classes", "in_chans", "default_input_size", "classifier_name"):
         if not hasattr(model, attr):
             setattr(model, attr, config.get({"default_input_size": "input_size"}.get(attr, attr)))
