@@ -462,15 +462,7 @@ def test_cli_publish_local_zoo_to_hub_in_one_commit(fake_hub, hub_repo, fresh_hf
     assert rc == 1 and "no mask file or registry folder" in err
 
 
-# --- weights and pull_model (needs the models package) --------------------------------------------------
-def _models_available() -> bool:
-    try:
-        from chipnet_zoo.models import create_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
+# --- weights and pull_model -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def resnet8_case():
     """A non-trivial resnet8 mask, a dense model with non-trivial BN statistics and its slimmed copy."""
@@ -492,7 +484,6 @@ def resnet8_case():
     return mask, dense, mask.slim(dense).eval(), x
 
 
-@pytest.mark.skipif(not _models_available(), reason="chipnet_zoo.models is not written yet")
 @pytest.mark.parametrize("weights_of", ["slim", "dense"])
 def test_pull_model_matches_pushed_slim_model(location, weights_of, resnet8_case, tmp_path):
     mask, dense, small, x = resnet8_case
@@ -511,7 +502,6 @@ def test_pull_model_matches_pushed_slim_model(location, weights_of, resnet8_case
         assert torch.allclose(model(x), small(x), atol=1e-5)
 
 
-@pytest.mark.skipif(not _models_available(), reason="chipnet_zoo.models is not written yet")
 def test_push_refuses_weights_that_do_not_fit(resnet8_case, tmp_path):
     import chipnet_zoo as cz
     from chipnet_zoo.errors import MaskMismatchError
