@@ -254,7 +254,9 @@ SMALL = ["--dataset", "mnist5k", "--max-samples", "64", "--image-size", "32", "-
 
 
 @pytest.mark.parametrize("arch", [
-    "tv/regnet_x_400mf", "timm/regnety_002", "timm/resnext26ts",
+    "timm/regnety_002",
+    pytest.param("tv/regnet_x_400mf", marks=pytest.mark.slow),
+    pytest.param("timm/resnext26ts", marks=pytest.mark.slow),
     pytest.param("tv/resnext50_32x4d", marks=pytest.mark.slow),
 ])
 def test_grouped_models_through_the_cli(tmp_path, arch):

@@ -21,7 +21,7 @@ from chipnet_zoo.slim import slim_model
 from chipnet_zoo.threshold import threshold_scores
 
 ARCHS = ["resnet56", "wrn-16-4", "preresnet164", "mobilenetv2-cifar", "tv/resnet50", "tv/mobilenet_v2",
-         "tv/densenet121"]
+         pytest.param("tv/densenet121", marks=pytest.mark.slow)]  # concatenations; ~40 s on 2 cores
 TARGETS = [0.5, 0.25, 0.1]
 
 

@@ -37,6 +37,7 @@ def test_readme_has_the_blocks_this_test_runs():
     assert len(bash) == 2 and "./run.sh demo" in bash[0] and "chipnet-zoo prune" in bash[1]
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path):
     script = "\n\n".join(_blocks("python"))
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path),

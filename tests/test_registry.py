@@ -391,6 +391,7 @@ sys.exit(max(abs(p.exitcode if p.exitcode is not None else 99) for p in procs))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["local", "hub"])
 def test_eight_concurrent_pushes(backend, tmp_path, hub_repo, fresh_hf_cache, fake_hub):
     location = str(tmp_path / "zoo") if backend == "local" else f"hf://{hub_repo}"

@@ -400,7 +400,7 @@ _LIMITED_CLI = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, sig
                 "from chipnet_zoo.cli import main; sys.exit(main(sys.argv[2:]))")
 
 
-@pytest.mark.parametrize("fails_on", ["mask file", "index"])
+@pytest.mark.parametrize("fails_on", ["mask file", pytest.param("index", marks=pytest.mark.slow)])
 def test_item5_disk_full_is_one_line_and_leaves_nothing(tmp_path, fails_on):
     """A real file-size limit (RLIMIT_FSIZE) makes the kernel refuse writes, as a full disk does."""
     root = tmp_path / "zoo"

@@ -167,6 +167,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     args = ["train", "--arch", "resnet8", *SMALL, "--max-samples", "128", "--epochs", "3"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
