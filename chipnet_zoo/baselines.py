@@ -49,7 +49,7 @@ def channel_scores(model: nn.Module, graph, method: str, *, seed: int = 0) -> to
 
 def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, example_input: torch.Tensor,
                   seed: int = 0, round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0,
-                  **metadata: Any) -> Mask:
+                  latency_table=None, **metadata: Any) -> Mask:
     """A hard :class:`~chipnet_zoo.mask.Mask` from a baseline's scores, meeting ``budget`` exactly.
 
     Args:
@@ -61,6 +61,8 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
         round_to: every group keeps a multiple of this many channels (or all of them).
         min_keep: every group keeps at least this fraction of its channels (a width floor).
         floor: a width floor relative to the budget (:func:`~chipnet_zoo.threshold.floor_fraction`).
+        latency_table: the :class:`~chipnet_zoo.latency.LatencyTable` of a ``latency`` budget (measured on the
+            model's device at ``example_input``'s batch size when not given).
         **metadata: extra mask metadata (e.g. ``dataset="mnist5k"``).
 
     Raises:
@@ -69,12 +71,16 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     from .cost import CostModel
     from .gates import detach_gates
     from .groups import build_channel_graph, output_classes
+    from .latency import check_measurable, latency_metadata, resolve_table
     from .threshold import threshold_hparams, threshold_scores
 
     budget = Budget.parse(budget)
+    wants_latency = budget.kind == "latency" or latency_table is not None
+    if wants_latency and latency_table is None:
+        check_measurable(model, example_input)
     detach_gates(model)
     graph = build_channel_graph(model, example_input.detach()[:1])
-    cost = CostModel(graph)
+    cost = CostModel(graph, resolve_table(model, example_input, graph, latency_table) if wants_latency else None)
     scores = channel_scores(model, graph, method, seed=seed)
     keep = threshold_scores(scores, cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
     meta: dict[str, Any] = {
@@ -84,6 +90,7 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
         "method": method, "metrics": {}, "hparams": {"seed": int(seed)} if method == "random" else {},
     }
     meta["hparams"].update(threshold_hparams(round_to, min_keep, floor))
+    meta.update(latency_metadata(cost))
     meta.update(metadata)
     # scores are stored as float32 in the file; rank-preserving normalisation keeps them well scaled
     top = float(scores.abs().max()) or 1.0

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from .errors import BudgetError
 
-BUDGET_KINDS = ("channels", "volume", "params", "flops")
+#: Kinds the cost model counts exactly from the channel graph.
+COUNT_KINDS = ("channels", "volume", "params", "flops")
+#: Every budget kind: the counts, and ``latency`` (predicted from a measured table, :mod:`chipnet_zoo.latency`).
+BUDGET_KINDS = COUNT_KINDS + ("latency",)
 _ALIASES = {
     "channel": "channels", "channel_ratio": "channels",
     "volume_ratio": "volume", "activation": "volume",
@@ -18,8 +21,10 @@ _ALIASES = {
 
 @dataclass(frozen=True, order=True)
 class Budget:
-    """A resource budget: ``kind`` is one of ``channels``, ``volume``, ``params``, ``flops`` and
+    """A resource budget: ``kind`` is one of ``channels``, ``volume``, ``params``, ``flops``, ``latency`` and
     ``value`` the allowed fraction of the dense model, ``0 < value <= 1``. A budget is a ceiling.
+    ``latency`` is the predicted slimmed / dense inference time from a measured per-device table
+    (:mod:`chipnet_zoo.latency`).
 
     Example:
         >>> Budget("flops", 0.25)
@@ -28,6 +33,8 @@ class Budget:
         0.1
         >>> str(Budget("volume", 0.0625))
         'volume:0.0625'
+        >>> Budget.parse("latency:0.3")
+        Budget(kind='latency', value=0.3)
     """
 
     kind: str

@@ -1,5 +1,6 @@
 """The cost model: channels, activation volume, parameters and FLOPs (MACs) as fractions of the
-dense model, computed from per-channel keep values.
+dense model, computed from per-channel keep values; with a latency table (:mod:`chipnet_zoo.latency`) also
+the predicted latency.
 
 ``keep`` is a vector over the model's global channel indices (see :mod:`chipnet_zoo.groups`):
 soft keep values in (0, 1) during the pruning phase (differentiable), or a 0/1 mask. With a 0/1
@@ -12,15 +13,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .budget import BUDGET_KINDS
+from .budget import COUNT_KINDS
+from .errors import LatencyTableError
 from .groups import CONV_TYPES, ChannelGraph
 
 
 class CostModel:
-    """Vectorised resource counts of a :class:`~chipnet_zoo.groups.ChannelGraph`."""
+    """Vectorised resource counts of a :class:`~chipnet_zoo.groups.ChannelGraph`.
 
-    def __init__(self, graph: ChannelGraph):
+    With ``latency_table`` (a :class:`~chipnet_zoo.latency.LatencyTable` measured for this model and input
+    size) the counts and ratios also hold ``latency``: the table's predicted milliseconds (exact against the
+    table for a 0/1 mask, differentiable for soft keep values, monotone in every channel).
+    """
+
+    def __init__(self, graph: ChannelGraph, latency_table=None):
         self.graph = graph
+        self.latency = None if latency_table is None else latency_table.predictor(graph)
         layers = graph.layers
         self.num_layers = len(layers)
 
@@ -53,6 +61,8 @@ class CostModel:
         # layers whose outputs count for the channel/volume ratios: every conv/linear but the classifier
         self._counted = is_mac & ~torch.tensor([x.is_classifier for x in layers])
         self._is_mac = is_mac
+        self._dense_volume = max(1.0, float(sum(x.out_channels * x.area for x, counted in
+                                                zip(layers, self._counted.tolist()) if counted)))
         self.other_params = float(graph.other_params)
         self._cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         ones = torch.ones(graph.num_channels, dtype=f64)
@@ -85,12 +95,25 @@ class CostModel:
         params = (weights + c["_bias"] * n_out + c["_bn_affine"] * n_out).sum() + self.other_params
         macs = (weights * c["_area"])[c["_is_mac"]].sum()
         counted = n_out[c["_counted"]]
-        return {
+        out = {
             "channels": counted.sum(),
             "volume": (counted * c["_area"][c["_counted"]]).sum(),
             "params": params,
             "flops": macs,
         }
+        if self.latency is not None:  # the remainder's elementwise part scales with the kept volume
+            out["latency"] = self.latency.total_ms(n_out, n_in, out["volume"] / self._dense_volume)
+        return out
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds this cost model prices: the counts, and ``latency`` with a table."""
+        return COUNT_KINDS + (("latency",) if self.latency is not None else ())
+
+    def _check_kind(self, kind: str) -> None:
+        if kind == "latency" and self.latency is None:
+            raise LatencyTableError("a latency budget needs a latency table: pass latency_table= "
+                                    "(chipnet_zoo.latency.build_latency_table(model, example_input))")
 
     def marginal(self, keep: torch.Tensor, kind: str) -> torch.Tensor:
         """Exact increase of ``kind``'s count when each single channel is added to ``keep``.
@@ -98,10 +121,14 @@ class CostModel:
         Counts are bilinear in the keep vector, so these are exact one at a time (adding several
         channels together can cost slightly more: their in/out products interact).
         """
+        self._check_kind(kind)
         c = self._consts(keep)
         n_out, n_in = self.layer_counts(keep)
         in_eff = torch.where(c["_depthwise"], c["_in_per_group"], n_in / c["_conv_groups"])
-        if kind == "channels":
+        if kind == "latency":  # one more channel of a layer: the table's step at its current widths
+            per_out, per_in = self.latency.marginal(n_out, n_in)
+            per_out = per_out + self.latency.per_volume_ms * c["_counted"].to(keep.dtype) * c["_area"] / self._dense_volume
+        elif kind == "channels":
             per_out, per_in = c["_counted"].to(keep.dtype), None
         elif kind == "volume":
             per_out, per_in = c["_counted"].to(keep.dtype) * c["_area"], None
@@ -117,11 +144,12 @@ class CostModel:
         return delta
 
     def ratios(self, keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The four ratios (kept / dense) for the keep vector."""
+        """The ratios (kept / dense) for the keep vector: the four counts, and ``latency`` with a table."""
         counts = self.counts(keep)
-        return {k: counts[k] / self.dense[k].to(counts[k]) for k in BUDGET_KINDS}
+        return {k: counts[k] / self.dense[k].to(counts[k]) for k in self.kinds}
 
     def ratio(self, kind: str, keep: torch.Tensor) -> torch.Tensor:
+        self._check_kind(kind)
         return self.ratios(keep)[kind]
 
     def hard_ratios(self, mask: torch.Tensor) -> dict[str, float]:
@@ -130,7 +158,8 @@ class CostModel:
 
     def hard_counts(self, mask: torch.Tensor) -> dict[str, int]:
         """Exact absolute counts of a boolean mask (what the slimmed model measures)."""
-        return {k: int(round(float(v))) for k, v in self.counts(mask.to(torch.float64)).items()}
+        counts = self.counts(mask.to(torch.float64))
+        return {k: int(round(float(counts[k]))) for k in COUNT_KINDS}
 
 
 def measure_params_macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:

@@ -33,6 +33,16 @@ class UnreachableBudgetError(BudgetError):
         )
 
 
+class LatencyTableError(BudgetError):
+    """A latency budget without a usable latency table: none given and none measurable (e.g. a model on the
+    ``meta`` device), or a table measured for another model, input size or layer list."""
+
+
+class LatencyKeyWarning(UserWarning):
+    """A latency mask used on a machine (device, threads, torch version) other than the one its latency
+    table was measured on: its predicted speed-up may not hold here."""
+
+
 # --- models and masks ----------------------------------------------------------------------------
 class UnknownModelError(ChipNetZooError, ValueError):
     """An architecture name that is not registered."""

@@ -23,7 +23,7 @@ from . import constants
 from ._atomic import atomic_write
 from ._version import __version__
 from .budget import Budget
-from .errors import MaskContentError, MaskFormatError, MaskMismatchError
+from .errors import LatencyTableError, MaskContentError, MaskFormatError, MaskMismatchError
 from .metadata import MaskMetadata
 from .validation import (
     MAX_MASK_BYTES,
@@ -241,7 +241,9 @@ class Mask:
         ``model`` must be of the same architecture (any class count, input size or channels).
         """
         from .gates import FixedGates, attach_gates
+        from .latency import check_machine
 
+        check_machine(self.metadata, model)
         graph = self._graph_for(model, _example_input(model, self.metadata, example_input))
         device = next(model.parameters()).device
         return attach_gates(model, FixedGates(graph, self.keep_vector()).to(device), graph)
@@ -249,11 +251,14 @@ class Mask:
     def slim(self, model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
         """A new, physically smaller plain ``nn.Module``: ``model`` with the pruned channels removed.
 
-        ``model`` is not modified; gates attached to it are not carried over.
+        ``model`` is not modified; gates attached to it are not carried over. A latency mask used on another
+        machine than its table's warns (:class:`~chipnet_zoo.errors.LatencyKeyWarning`), as :meth:`apply` does.
         """
         from .gates import detach_gates
+        from .latency import check_machine
         from .slim import slim_model
 
+        check_machine(self.metadata, model)
         x = _example_input(model, self.metadata, example_input)
         plain = detach_gates(_shallow_plain_copy(model))
         graph = self._graph_for(plain, x)
@@ -261,7 +266,7 @@ class Mask:
 
     def rethreshold(self, budget: Budget | str, *, model: nn.Module | None = None,
                     example_input: torch.Tensor | None = None, round_to: int | None = None,
-                    min_keep: float | None = None, floor: float | None = None) -> Mask:
+                    min_keep: float | None = None, floor: float | None = None, latency_table=None) -> Mask:
         """A new mask from this mask's scores, thresholded at ``budget`` on ``model``.
 
         ``model`` defaults to a fresh instance of the mask's architecture (``create_model``) with the
@@ -269,25 +274,39 @@ class Mask:
         ``round_to``, ``min_keep`` and ``floor`` default to the ones the mask was made with (``hparams``, else
         1, 0 and 0); a ``floor`` is relative to the budget, so it is recomputed for the new one. Groups
         around grouped convs keep whole units: a multiple of ``lcm(round_to, group.granularity)`` channels.
+
+        A ``latency`` budget needs ``latency_table``, a :class:`~chipnet_zoo.latency.LatencyTable` measured for
+        ``model`` at this input size (``build_latency_table(model, example_input)``): it is never measured here,
+        since the mask's own table may come from another machine, batch or input size
+        (:class:`~chipnet_zoo.errors.LatencyTableError` otherwise, also for a table of another input size).
         """
         from .cost import CostModel
+        from .latency import latency_metadata
         from .models import create_model
         from .threshold import threshold_hparams, threshold_scores
 
         budget = Budget.parse(budget)
+        if budget.kind == "latency" and latency_table is None:
+            where = self.metadata.get("latency") or {}
+            raise LatencyTableError(
+                f"re-thresholding to a latency budget needs latency_table=, a table measured for the model at its "
+                f"input size (chipnet_zoo.latency.build_latency_table(model, example_input)); this mask's own was "
+                f"measured on {where.get('device', 'no machine')!r} at input size {where.get('input_size')}")
         if model is None:
             in_size = self.metadata.get("input_size") or [3, 32, 32]
             model = create_model(self.arch, num_classes=int(self.metadata.get("num_classes", 10)),
                                  in_chans=int(in_size[0]))
         x = _example_input(model, self.metadata, example_input)
         graph = self._graph_for(model, x)
-        cost = CostModel(graph)
+        cost = CostModel(graph, latency_table)
         hparams = self.metadata.get("hparams") or {}
         round_to = int(hparams.get("round_to", 1)) if round_to is None else round_to
         min_keep = float(hparams.get("min_keep", 0.0)) if min_keep is None else min_keep
         floor = float(hparams.get("floor", 0.0)) if floor is None else floor
         keep = threshold_scores(self.score_vector(), cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
-        meta = {k: v for k, v in self.metadata.items() if k not in ("ratios", "budget_type", "budget", "created")}
+        meta = {k: v for k, v in self.metadata.items()
+                if k not in ("ratios", "budget_type", "budget", "created", "latency")}
+        meta.update(latency_metadata(cost))
         extra = threshold_hparams(round_to, min_keep, floor)
         if extra:
             meta["hparams"] = {**hparams, **extra}

@@ -20,6 +20,7 @@ from .errors import UnreachableBudgetError
 from .evaluation import evaluate
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph, output_classes
+from .latency import LatencyTable, check_measurable, latency_metadata, resolve_table
 from .mask import Mask
 from .slim import verify_model
 from .threshold import (
@@ -130,11 +131,15 @@ class ChipNetPruner:
             authors' allocation.
         check: before gating, slim the model with a probe mask and check masked == slimmed (outputs
             and counts) on ``example_input`` (:func:`chipnet_zoo.slim.verify_model`).
+        latency_table: the :class:`~chipnet_zoo.latency.LatencyTable` of a ``latency`` budget; without one it
+            is measured (or read from the cache) on the model's device at ``example_input``'s batch size.
 
     Raises:
         UnsupportedLayerError: a layer or channel operation that cannot be pruned exactly (named), found
             by the channel graph or (``InexactModelError``) by the probe.
         UnreachableBudgetError: the budget is below the smallest reachable ratio.
+        LatencyTableError: a latency budget, no ``latency_table`` and none measurable (e.g. the ``meta`` device),
+            or a table measured for another model or input size.
 
     Example:
         >>> import torch, chipnet_zoo as cz
@@ -148,8 +153,11 @@ class ChipNetPruner:
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
                  group_normalize: bool = True, round_to: int = 1, min_keep: float = 0.0,
-                 floor: float = DEFAULT_FLOOR, check: bool = True):
+                 floor: float = DEFAULT_FLOOR, check: bool = True, latency_table: LatencyTable | None = None):
         self.budget = Budget.parse(budget)
+        wants_latency = self.budget.kind == "latency" or latency_table is not None
+        if wants_latency and latency_table is None:
+            check_measurable(model, example_input)  # fail before the (slow) graph if no table can be measured
         self.round_to = check_round_to(round_to)
         self.min_keep = check_min_keep(min_keep)
         self.floor = check_min_keep(floor)
@@ -159,7 +167,8 @@ class ChipNetPruner:
         self.psi_travel = psi_travel
         detach_gates(model)
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
-        self.cost = CostModel(self.graph)
+        table = resolve_table(model, example_input, self.graph, latency_table) if wants_latency else None
+        self.cost = CostModel(self.graph, table)
         if check:
             verify_model(model, self.graph, self.example_input, self.cost)
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),
@@ -240,6 +249,7 @@ class ChipNetPruner:
             budget_type=budget.kind, budget=budget.value,
             ratios=self.cost.hard_ratios(keep), method="chipnet", metrics=metrics,
             hparams={**self._hparams, **threshold_hparams(self.round_to, self.min_keep, self.floor)},
+            **latency_metadata(self.cost),
         )
 
     # --- the pruning phase -----------------------------------------------------------------------

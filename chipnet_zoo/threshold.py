@@ -2,8 +2,8 @@
 
 Channels are ranked by score (ties broken by index, so the result is deterministic) and every
 group keeps its best channel. The threshold is the lowest one whose hard ratio is still ``<=`` the
-budget (all four ratios grow monotonically with the kept set, so a binary search over the ranking
-is exact). A fill pass then adds, in rank order, lower-ranked channels that still fit, so the
+budget (all ratios grow monotonically with the kept set, so a binary search over the ranking
+is exact; the latency table is made monotone for this, :mod:`chipnet_zoo.latency`). A fill pass then adds, in rank order, lower-ranked channels that still fit, so the
 mask is as close to the budget as the channel granularity allows.
 
 ``round_to=r`` keeps a multiple of ``r`` channels in every group (or the whole group): the unit of
@@ -142,7 +142,8 @@ def _block_scores(scores: torch.Tensor, group, round_to: int) -> list[float]:
 
 
 def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str, *,
-                     round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0) -> torch.Tensor:
+                     round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0,
+                     latency_table=None) -> torch.Tensor:
     """The boolean keep-mask over all channels that meets ``budget`` exactly (a ceiling).
 
     Args:
@@ -155,11 +156,16 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
             a width floor; ``0`` keeps at least one channel (unit).
         floor: a width floor relative to the budget (see :func:`floor_fraction`): every group keeps at
             least the width of a uniformly thinned model that spends this share of the budget.
+        latency_table: a :class:`~chipnet_zoo.latency.LatencyTable` of the model, for a ``latency`` budget when
+            ``cost`` has none (the latency ratio is monotone in the kept set, so the search stays exact).
 
     Raises:
         UnreachableBudgetError: the target is below the smallest achievable ratio (named in the message).
+        LatencyTableError: a latency budget and neither ``cost`` nor ``latency_table`` has a table.
     """
     budget = Budget.parse(budget)
+    if latency_table is not None:
+        cost = CostModel(cost.graph, latency_table)
     scores = scores.detach().to("cpu", torch.float64).flatten()
     if scores.numel() != cost.graph.num_channels:
         raise ValueError(f"expected {cost.graph.num_channels} scores, got {scores.numel()}")

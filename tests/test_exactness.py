@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import chipnet_zoo as cz
-from chipnet_zoo.budget import BUDGET_KINDS
+from chipnet_zoo.budget import COUNT_KINDS as BUDGET_KINDS
 from chipnet_zoo.cost import CostModel, measure_params_macs
 from chipnet_zoo.gates import FixedGates, attach_gates, has_gates
 from chipnet_zoo.groups import build_channel_graph
