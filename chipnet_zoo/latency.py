@@ -530,6 +530,17 @@ def check_measurable(model: nn.Module, example_input: torch.Tensor) -> tuple[tor
     return device, dtype
 
 
+def model_memory_format(model: nn.Module) -> str:
+    """``"channels_last"`` when the model's first conv with a spatial kernel holds its weight channels-last
+    (``model.to(memory_format=torch.channels_last)``), else ``"contiguous"``."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.shape[-2:].numel() > 1 and m.weight.shape[1] > 1:
+            w = m.weight
+            return "channels_last" if (w.is_contiguous(memory_format=torch.channels_last)
+                                       and not w.is_contiguous()) else "contiguous"
+    return "contiguous"
+
+
 def latency_cache_dir() -> Path:
     """Where tables are cached: ``CHIPNET_ZOO_HOME/latency`` (read at call time)."""
     return Path(constants.CHIPNET_ZOO_HOME) / "latency"
@@ -537,7 +548,7 @@ def latency_cache_dir() -> Path:
 
 def build_latency_table(model: nn.Module, example_input: torch.Tensor, *, graph=None,
                         widths: Sequence[float] | None = None, repeats: int | None = None,
-                        warmup: int | None = None, memory_format: str = "contiguous", cache: bool = True,
+                        warmup: int | None = None, memory_format: str | None = None, cache: bool = True,
                         progress: bool = True) -> LatencyTable:
     """Measure (or load from the cache) the latency table of ``model`` at ``example_input``'s batch size,
     input size and dtype, on the model's device, with this process's thread count.
@@ -550,13 +561,15 @@ def build_latency_table(model: nn.Module, example_input: torch.Tensor, *, graph=
             default :data:`DEFAULT_WIDTHS`.
         repeats, warmup: timed and untimed rounds per grid point (medians of interleaved rounds); default
             :data:`DEFAULT_REPEATS`, :data:`DEFAULT_WARMUP`.
-        memory_format: ``"contiguous"`` or ``"channels_last"`` (4-D inputs).
+        memory_format: ``"contiguous"`` or ``"channels_last"`` (4-D inputs); default: the model's own
+            (:func:`model_memory_format`, e.g. the pipeline's channels-last models on CUDA).
         cache: read and write ``CHIPNET_ZOO_HOME/latency/<digest of the key>.json``.
 
     Raises:
         LatencyTableError: the model or input is not on a device that runs (e.g. ``meta``), or on two devices.
     """
     widths = DEFAULT_WIDTHS if widths is None else widths
+    memory_format = model_memory_format(model) if memory_format is None else memory_format
     repeats = DEFAULT_REPEATS if repeats is None else repeats
     warmup = DEFAULT_WARMUP if warmup is None else warmup
     if memory_format not in MEMORY_FORMATS:

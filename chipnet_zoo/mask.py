@@ -147,9 +147,13 @@ class Mask:
 
     def verified(self, tolerance: float = 1e-6) -> Mask:
         """This mask if its stated ratios are the true ones (:meth:`true_ratios`, within ``tolerance``),
-        else a copy that records the true ones. Stated ratios are never trusted."""
+        else a copy that records the true ones. Stated ratios are never trusted. The exception is ``latency``, a
+        prediction of the table measured on the machine recorded in ``metadata["latency"]``: it cannot be
+        recomputed without that table, so it is kept as stated (and only with that record)."""
         true = self.true_ratios()
         stated = self.ratios
+        if "latency" in stated and isinstance(self.metadata.get("latency"), Mapping):
+            true["latency"] = float(stated["latency"])
         if set(stated) == set(true) and all(abs(float(stated[k]) - true[k]) <= tolerance for k in true):
             return self
         return self.with_metadata(ratios=true)

@@ -98,6 +98,9 @@ def test_cache_key_changes_with_batch_and_threads(tmp_path, monkeypatch):
     # another architecture or grid is another table too
     other = build_latency_table(cz.create_model("resnet20", num_classes=10), torch.randn(1, 3, 16, 16), **TINY)
     assert other.key["fingerprint"] != one.key["fingerprint"] and not other.from_cache
+    # a channels-last model is timed channels-last (its own key)
+    last = build_latency_table(model.to(memory_format=torch.channels_last), torch.randn(1, 3, 16, 16), **TINY)
+    assert last.key["memory_format"] == "channels_last" and not last.from_cache and last.path != one.path
 
 
 def test_table_round_trips_and_rejects_garbage(tmp_path, recorded):
@@ -225,6 +228,20 @@ def test_latency_table_measured_on_demand(tmp_path, monkeypatch):
 
 
 # --- masks record it; bad input ------------------------------------------------------------------------
+def test_verified_keeps_the_latency_prediction_and_fixes_the_counts(model32, x32, recorded, tmp_path):
+    mask = cz.ChipNetPruner(model32, "latency:0.5", example_input=x32, latency_table=recorded).mask()
+    mask = mask.with_metadata(dataset="synthetic")
+    assert mask.verified() is mask
+    tampered = mask.with_metadata(ratios={**mask.ratios, "flops": 0.01})
+    fixed = tampered.verified()
+    assert fixed.ratios == mask.ratios  # flops recomputed, latency kept
+    unrecorded = mask.with_metadata(latency=None)
+    assert "latency" not in unrecorded.verified().ratios  # a latency ratio without its table's record is dropped
+    registry = cz.MaskRegistry(tmp_path / "registry")
+    registry.push(mask)
+    assert registry.pull("resnet8/synthetic/latency-0.5").ratios["latency"] == mask.ratios["latency"]
+
+
 def test_mask_warns_on_another_machine(model32, x32, recorded):
     mask = cz.ChipNetPruner(model32, "latency:0.5", example_input=x32, latency_table=recorded).mask()
     model = cz.create_model("resnet8", num_classes=10)
