@@ -144,9 +144,10 @@ class LatencyTable:
     areas: dict[str, int]
     dense_ms: float
     remainder: dict[str, float]
-    from_cache: bool = False
-    path: Path | None = None
-    _grids: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    from_cache: bool = field(default=False, compare=False)
+    path: Path | None = field(default=None, compare=False)
+    _grids: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False,
+                                                                                compare=False)
 
     def grid(self, layer: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(in widths, out widths, monotone ms)`` of a layer (float64)."""

@@ -106,7 +106,7 @@ def test_cache_key_changes_with_batch_and_threads(tmp_path, monkeypatch):
 def test_table_round_trips_and_rejects_garbage(tmp_path, recorded):
     path = recorded.save(tmp_path / "t.json")
     again = LatencyTable.load(path)
-    assert again.to_json() == recorded.to_json()
+    assert again.to_json() == recorded.to_json() and again == recorded
     path.write_text('{"format": 1, "key": {}}')
     with pytest.raises(LatencyTableError, match="not a valid latency table"):
         LatencyTable.load(path)
