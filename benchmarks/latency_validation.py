@@ -61,7 +61,7 @@ def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress
             rows.append({**row, "note": f"unreachable (smallest {exc.smallest:.3f})"})
             continue
         small = slim_model(model, graph, keep, x[:1]).eval()
-        dense_ms, small_ms = interleaved_medians([partial(model, x), partial(small, x)], x.device, repeats)
+        dense_ms, small_ms = interleaved_medians([partial(model, x), partial(small, x)], x.device, repeats=repeats)
         measured = small_ms / dense_ms
         rows.append({**row, "predicted": cost.hard_ratios(keep)["latency"], "measured": measured,
                      "dense_ms": dense_ms, "slim_ms": small_ms, "flops": cost.hard_ratios(keep)["flops"],

@@ -80,7 +80,8 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
         check_measurable(model, example_input)
     detach_gates(model)
     graph = build_channel_graph(model, example_input.detach()[:1])
-    cost = CostModel(graph, resolve_table(model, example_input, graph, latency_table) if wants_latency else None)
+    table = resolve_table(model, example_input, graph=graph, latency_table=latency_table) if wants_latency else None
+    cost = CostModel(graph, table)
     scores = channel_scores(model, graph, method, seed=seed)
     keep = threshold_scores(scores, cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
     meta: dict[str, Any] = {

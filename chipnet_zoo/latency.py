@@ -466,7 +466,7 @@ def _sync(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def interleaved_medians(fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int = DEFAULT_REPEATS,
+def interleaved_medians(fns: Sequence[Callable[[], Any]], device: torch.device, *, repeats: int = DEFAULT_REPEATS,
                         warmup: int = DEFAULT_WARMUP) -> list[float]:
     """Milliseconds per call of each function: the median of ``repeats`` rounds, each round calling every
     function once in turn, after ``warmup`` untimed rounds (no autograd)."""
@@ -504,7 +504,7 @@ def _measure_shape(spec: dict[str, Any], device: torch.device, dtype: torch.dtyp
             if fmt is not None:
                 layer = layer.to(memory_format=fmt)
             fns.append(functools.partial(layer, inputs[c]))
-    flat = interleaved_medians(fns, device, repeats, warmup)
+    flat = interleaved_medians(fns, device, repeats=repeats, warmup=warmup)
     b = len(spec["out_grid"])
     MEASUREMENTS["shapes"] += 1
     return [flat[i * b:(i + 1) * b] for i in range(len(spec["in_grid"]))]
@@ -639,7 +639,7 @@ def _calibrate(table: LatencyTable, plain: nn.Module, graph, x: torch.Tensor, de
     try:
         for m in runs:
             m.eval()
-        times = interleaved_medians([functools.partial(m, xm) for m in runs], device, repeats, warmup)
+        times = interleaved_medians([functools.partial(m, xm) for m in runs], device, repeats=repeats, warmup=warmup)
     finally:
         for m, state in zip(models, states):
             m.train(state)
@@ -654,7 +654,7 @@ def _calibrate(table: LatencyTable, plain: nn.Module, graph, x: torch.Tensor, de
     table.remainder.update(fixed_ms=rest_dense - per_volume, per_volume_ms=per_volume)
 
 
-def resolve_table(model: nn.Module, example_input: torch.Tensor, graph, latency_table: LatencyTable | None,
+def resolve_table(model: nn.Module, example_input: torch.Tensor, *, graph, latency_table: LatencyTable | None,
                   progress: bool = True) -> LatencyTable:
     """``latency_table`` if given, else one measured (or cached) for ``model`` at ``example_input``."""
     if latency_table is not None:

@@ -167,7 +167,8 @@ class ChipNetPruner:
         self.psi_travel = psi_travel
         detach_gates(model)
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
-        table = resolve_table(model, example_input, self.graph, latency_table) if wants_latency else None
+        table = (resolve_table(model, example_input, graph=self.graph, latency_table=latency_table)
+                 if wants_latency else None)
         self.cost = CostModel(self.graph, table)
         if check:
             verify_model(model, self.graph, self.example_input, self.cost)
