@@ -154,6 +154,8 @@ def noisy_pairs(cfg: ExperimentConfig, rows: list[dict[str, Any]]) -> set[tuple[
     standard deviation above ``extra_seeds_above_std`` (only methods finished on every one of those seeds)."""
     import statistics
 
+    if len(cfg.seeds) < 2:
+        return set()
     per: dict[tuple[str, str, str, Budget], dict[int, float]] = {}
     for r in rows:
         if r.get("test_accuracy") is None or r["method"] == "dense" or int(r["seed"]) not in cfg.seeds:
@@ -166,8 +168,10 @@ def noisy_pairs(cfg: ExperimentConfig, rows: list[dict[str, Any]]) -> set[tuple[
 
 def extra_cells(cfg: ExperimentConfig, rows: list[dict[str, Any]]) -> list[Cell]:
     """The cells of ``extra_seeds`` for the :func:`noisy_pairs` (every method there, and the dense models)."""
+    if not cfg.extra_seeds:
+        return []
     where = noisy_pairs(cfg, rows)
-    return grid(cfg, seeds=cfg.extra_seeds, where=where) if cfg.extra_seeds and where else []
+    return grid(cfg, seeds=cfg.extra_seeds, where=where) if where else []
 
 
 def lane_of(cfg: ExperimentConfig, cell: Cell, lanes: int) -> int:
