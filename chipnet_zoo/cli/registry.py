@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..budget import BUDGET_KINDS
 from ..metadata import headline_accuracy
 
 _REGISTRY_HELP = "a folder or hf://<owner>/<repo>[@<revision>] (default: $CHIPNET_ZOO_REGISTRY or the user cache)"
@@ -116,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--registry", "-r", default=None, help=_REGISTRY_HELP)
     p.add_argument("--arch", help="only entries of this architecture (e.g. resnet56, tv/resnet50)")
     p.add_argument("--dataset", help="only entries learned on this dataset")
-    p.add_argument("--budget-type", choices=("channels", "volume", "params", "flops"),
+    p.add_argument("--budget-type", choices=BUDGET_KINDS,
                    help="only entries with this budget kind")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.add_argument("--no-builtin", action="store_true",

@@ -40,7 +40,7 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
         return
     p.add_argument("--out", metavar="DIR", help="the run folder (default: runs/<kind>-<arch>-<dataset>[-<budget>])")
     p.add_argument("--budget", metavar="KIND:VALUE",
-                   help="e.g. flops:0.25 (kinds: channels, volume, params, flops)" if kind == "prune"
+                   help="e.g. flops:0.25 (kinds: channels, volume, params, flops, latency: measured on this machine, docs/latency.md)" if kind == "prune"
                    else "re-threshold the mask's scores at this budget" if kind == "finetune" else argparse.SUPPRESS)
     if kind == "prune":
         p.add_argument("--round-to", type=int, metavar="N",
