@@ -180,7 +180,9 @@ def run_one(variant: str, budget: str, dataset: str, seed: int, args) -> dict[st
     train(rnd_model, prune_loaders.train, epochs, 1e-3, optimizer="adamw")
     rnd_val, rnd_test = evaluate(rnd_model, loaders.val)["accuracy"], evaluate(rnd_model, loaders.test)["accuracy"]
     row = {
-        "random_plain": not ctor.get("floor", 0.0) and not ctor.get("min_keep", 0.0),
+        # a plain random mask (no floor) fine-tuned as in every other row: the reference of the paired column
+        "random_plain": not ctor.get("floor", 0.0) and not ctor.get("min_keep", 0.0) and not distill,
+        "distill": distill,
         "variant": variant, "budget": budget, "dataset": dataset, "seed": seed, "max_samples": args.max_samples,
         "dense_epochs": args.dense_epochs, "prune_epochs": epochs, "finetune_epochs": args.finetune_epochs,
         "steps": epochs * len(prune_loaders.train), "dense_test": dense_test,
@@ -239,8 +241,10 @@ def report(rows: list[dict[str, Any]]) -> str:
         group = sorted((r for r in rows if key(r) == k), key=lambda r: r["seed"])
         group = list({r["seed"]: r for r in group}.values())  # the latest row of each seed
         ft = [r for r in group if "chipnet_ft_test" in r]
-        diffs = [r["chipnet_ft_test"] - plain[(r["dataset"], r["budget"], r["seed"])] for r in ft
-                 if (r["dataset"], r["budget"], r["seed"]) in plain]
+        # distillation changes every method's fine-tuning: those rows are paired with their own random mask
+        diffs = [r["chipnet_ft_test"] - (r["random_ft_test"] if r.get("distill")
+                                         else plain[(r["dataset"], r["budget"], r["seed"])]) for r in ft
+                 if r.get("distill") or (r["dataset"], r["budget"], r["seed"]) in plain]
         if len(diffs) > 1:
             mean, low, high = paired_interval(diffs)
             paired = f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] (n={len(diffs)})"
@@ -253,8 +257,9 @@ def report(rows: list[dict[str, Any]]) -> str:
                    f"{ms([r['random_ft_test'] for r in ft]) if ft else '–'} | {paired} |")
     out.append("")
     out.append("¹ with the same width floor as ChipNet's mask, except in the `nofloor`-like rows (no floor) and the "
-               "`ufloor100-aware` rows, whose random mask had no floor. The paired column always compares with a "
-               "plain random mask (no floor) of the same seed, averaged over the fine-tuning runs of that mask.")
+               "`ufloor100-aware`, `psi-l1`, `distill` and `default-long` rows, whose random mask had no floor. The paired "
+               "column compares with a plain random mask (no floor) of the same seed, averaged over the fine-tuning "
+               "runs of that mask; the `distill` rows with their own random mask, fine-tuned with distillation too.")
     return "\n".join(out)
 
 
