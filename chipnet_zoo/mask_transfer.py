@@ -72,6 +72,10 @@ def student_mask(mask: Mask, student: torch.nn.Module, *, example_input: torch.T
                  budget: Budget | str | None = None, origin: str = "mask", **metadata: Any) -> Mask:
     """The teacher's scores re-thresholded at ``budget`` (default: the teacher's) on ``student``.
 
+    A latency budget is met against a latency table of ``student`` at ``example_input`` measured on this
+    machine (read from the cache when it was measured before): the teacher's table belongs to its own
+    machine and input size.
+
     Raises:
         MaskMismatchError: the mask was learned on another architecture (or does not fit ``student``).
     """
@@ -79,7 +83,12 @@ def student_mask(mask: Mask, student: torch.nn.Module, *, example_input: torch.T
     budget = Budget.parse(budget) if budget is not None else mask.budget
     if budget is None:
         raise RunError("the mask records no budget; pass budget= (e.g. 'flops:0.125')")
-    out = mask.rethreshold(budget, model=student, example_input=example_input)
+    table = None
+    if budget.kind == "latency":  # the student's speed on this machine, at its own input size (cached)
+        from .latency import build_latency_table
+
+        table = build_latency_table(student, example_input)
+    out = mask.rethreshold(budget, model=student, example_input=example_input, latency_table=table)
     teacher = {k: mask.metadata.get(k) for k in ("arch", "dataset", "num_classes", "input_size", "budget_type",
                                                  "budget", "ratios", "method", "metrics")}
     return out.with_metadata(method=f"transfer:{origin}", metrics={},

@@ -290,3 +290,20 @@ def test_latency_without_a_table_is_a_clear_error(recorded):
         CostModel(other, recorded)
     with pytest.raises(TypeError, match="LatencyTable"):
         cz.ChipNetPruner(model, "latency:0.5", example_input=torch.randn(1, 3, 32, 32), latency_table="table.json")
+
+
+def test_a_teachers_latency_mask_is_rethresholded_for_the_student_on_this_machine(model32, recorded, tmp_path,
+                                                                                   monkeypatch):
+    from chipnet_zoo.mask_transfer import student_mask
+
+    monkeypatch.setattr(cz.constants, "CHIPNET_ZOO_HOME", tmp_path)
+    monkeypatch.setattr(latency, "DEFAULT_REPEATS", 2)
+    monkeypatch.setattr(latency, "DEFAULT_WIDTHS", (0.5, 1.0))
+    teacher = baseline_mask(model32, "latency:0.6", "l1", example_input=torch.randn(1, 3, 32, 32),
+                            latency_table=recorded)
+    student = cz.create_model("resnet8", num_classes=5, in_chans=1)
+    before = latency.MEASUREMENTS["shapes"]
+    out = student_mask(teacher, student, example_input=torch.zeros(1, 1, 28, 28), budget="latency:0.95")
+    assert latency.MEASUREMENTS["shapes"] > before  # a table for the student was measured here
+    assert out.ratios["latency"] <= 0.95 and out.budget == Budget("latency", 0.95)
+    assert out.metadata["latency"]["input_size"] == [1, 28, 28] != teacher.metadata["latency"]["input_size"]

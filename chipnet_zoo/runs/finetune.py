@@ -23,7 +23,12 @@ def slim_with_mask(session: RunSession, model: nn.Module, x: torch.Tensor) -> tu
     mask = Mask.load(options.mask_file)
     mask.check_arch(options.arch)
     if options.budget is not None and mask.budget is not None and options.budget != mask.budget:
-        mask = mask.rethreshold(options.budget, model=model, example_input=x)
+        table = None
+        if options.budget.kind == "latency":  # measured for this model on this machine (cached)
+            from ..latency import build_latency_table
+
+            table = build_latency_table(model, x, progress=session.progress)
+        mask = mask.rethreshold(options.budget, model=model, example_input=x, latency_table=table)
         session.log(f"mask re-thresholded to {options.budget}: ratios {mask.ratios}")
     ratios = mask_ratios(mask, model, x)
     return mask.slim(model, x), mask, ratios
