@@ -181,9 +181,11 @@ class Mask:
         return {name: int(v.sum()) for name, v in self.keep.items()}
 
     def keep_vector(self) -> torch.Tensor:
+        """The kept channels of every group, concatenated in group order (the global channel indices)."""
         return torch.cat(list(self.keep.values()))
 
     def score_vector(self) -> torch.Tensor:
+        """The scores of every group, concatenated in group order (the global channel indices)."""
         return torch.cat(list(self.scores.values()))
 
     def __eq__(self, other: object) -> bool:
@@ -200,6 +202,14 @@ class Mask:
                 f"budget={self.budget}, kept={kept}/{total} channels, {ratios})")
 
     def summary(self) -> str:
+        """The mask and its kept / total channels per group, one line each.
+
+        Example:
+            >>> print(mask.summary())  # doctest: +SKIP
+            Mask(resnet8, flops:0.25, ...)
+              conv1: 9/16
+              ...
+        """
         lines = [repr(self)]
         lines += [f"  {name}: {self.kept()[name]}/{size}" for name, size in self.structure]
         return "\n".join(lines)

@@ -452,6 +452,7 @@ class ChipNetPruner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next :meth:`fit` continues from its epoch."""
         self.model.load_state_dict(state["model"])
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history") or [])
