@@ -9,6 +9,8 @@ throughput of dense vs slimmed models.
    run's config), and its time is recorded.
 2. Throughput (images/s) of dense vs slimmed models at a 25 % FLOPs mask: inference (bf16 autocast,
    channels_last) and one training step (forward + backward + SGD), each the median of timed repeats.
+3. Latency budgets on the device (bf16, channels_last): the latency table and the predicted vs measured
+   latency ratio of slimmed models (``benchmarks/latency_validation.py``'s check).
 """
 
 from __future__ import annotations
@@ -158,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         cases = [("resnet8", (3, 32, 32), 16)]
     repeats = 3 if args.quick else args.repeats
     report["throughput"] = [dense_vs_slim(a, s, b, "flops:0.25", device, repeats) for a, s, b in cases]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from latency_validation import validate
+
+    lat_cases = [("resnet8", 16)] if args.quick else [("resnet56", 1), ("resnet56", 64), ("wrn-16-4", 64),
+                                                     ("tv/resnet18", 64)]
+    report["latency"] = [row for arch, batch in lat_cases
+                         for row in validate(arch, batch, [0.5] if args.quick else [0.5, 0.3], repeats, progress=False,
+                                             device=device.type, dtype=torch.bfloat16 if cuda else torch.float32,
+                                             channels_last=cuda)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "gpu_check.json"
@@ -169,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['arch']:<12} {r['batch']:>5} {d['infer_images_per_s']:>12} {s['infer_images_per_s']:>11} "
               f"{r['speedup_infer']:>5} {d['train_images_per_s']:>12} {s['train_images_per_s']:>11} "
               f"{r['speedup_train']:>5}")
+    for r in report["latency"]:
+        print(f"latency {r['arch']} batch {r['batch']} budget {r['budget']}: predicted "
+              f"{r.get('predicted', float('nan')):.3f} measured {r.get('measured', float('nan')):.3f} {r['note']}")
     for name, ph in report["phases"].items():
         print(f"phase {name}: {ph['seconds']} s", file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)

@@ -41,12 +41,15 @@ TOLERANCE = 1.1
 FLOOR = 1.0
 
 
-def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress: bool) -> list[dict]:
-    """One row per budget: predicted and measured latency ratios of the slimmed model."""
+def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress: bool, *, device: str = "cpu",
+             dtype: torch.dtype = torch.float32, channels_last: bool = False) -> list[dict]:
+    """One row per budget: predicted and measured latency ratios of the slimmed model (on ``device``, in
+    ``dtype``, optionally channels_last: the table is measured the same way)."""
     classes, size = CASES.get(arch, (10, 32))
     torch.manual_seed(0)
-    model = cz.create_model(arch, num_classes=classes).eval()
-    x = torch.randn(batch, 3, size, size)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = cz.create_model(arch, num_classes=classes).eval().to(device=device, dtype=dtype, memory_format=fmt)
+    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype).contiguous(memory_format=fmt)
     graph = build_channel_graph(model, x[:1])
     table = build_latency_table(model, x, graph=graph, progress=progress)
     cost = CostModel(graph, table)
@@ -69,13 +72,13 @@ def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    key = machine_key("cpu")
+def markdown(rows: list[dict], device: str = "cpu", settings: str = "float32") -> str:
+    key = machine_key(device)
     lines = [
         "# Latency budgets: predicted vs measured",
         "",
         f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; device `{key['device']}`, "
-        f"{key['threads']} threads, torch {key['torch_version']}. L1 scores thresholded at the latency budget "
+        f"{key['threads']} threads, torch {key['torch_version']}, {settings}. L1 scores thresholded at the latency budget "
         f"(floor {FLOOR:g}) "
         f"against this machine's table; measured = slimmed / dense latency (medians of interleaved runs); "
         f"ok = measured <= budget × {TOLERANCE}. `remainder` = the table's non-layer share of the dense latency.",
@@ -102,15 +105,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds of the dense/slimmed comparison")
     parser.add_argument("--quick", action="store_true", help="resnet56, batch 1, budget 0.5 only")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 weights and inputs")
+    parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
     if args.quick:
         args.arch, args.batch, args.budgets = ["resnet56"], [1], [0.5]
     rows = []
     for arch in args.arch:
         for batch in args.batch:
-            rows += validate(arch, batch, args.budgets, args.repeats, progress=True)
-    text = markdown(rows)
-    out = args.out or RESULTS / f"latency_validation{'-quick' if args.quick else ''}.md"
+            rows += validate(arch, batch, args.budgets, args.repeats, progress=True, device=args.device, dtype=dtype,
+                             channels_last=args.channels_last)
+    text = markdown(rows, args.device, f"{'bfloat16' if args.bf16 else 'float32'}"
+                                       f"{', channels_last' if args.channels_last else ''}")
+    suffix = ("-quick" if args.quick else "") + ("" if args.device == "cpu" else f"-{args.device}")
+    out = args.out or RESULTS / f"latency_validation{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
