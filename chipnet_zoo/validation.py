@@ -203,6 +203,18 @@ def check_index_document(doc: Any, where: str, *, fmt: str, version: int) -> lis
     return doc["entries"]
 
 
+def _latency_record_problem(record: Any) -> str | None:
+    """Where a latency mask was measured (device, threads, batch, ...): a small object of scalars and lists."""
+    if not isinstance(record, dict) or len(record) > 32:
+        return "must be an object of at most 32 fields"
+    for k, v in record.items():
+        scalar = isinstance(v, (str, int, float)) and not isinstance(v, bool)
+        listed = isinstance(v, list) and len(v) <= 8 and all(is_int(x) for x in v)
+        if not isinstance(k, str) or not (scalar or listed) or (isinstance(v, str) and len(v) > 256):
+            return f"field {str(k)[:40]!r} must be a short string, a number or a list of integers"
+    return None
+
+
 def check_index_row(raw: Any, where: str) -> None:
     """Types of one index row (key consistency is checked by ``RegistryEntry.from_dict``)."""
     def bad(field: str, problem: str) -> IndexFormatError:
@@ -234,6 +246,8 @@ def check_index_row(raw: Any, where: str) -> None:
         raise bad("num_classes", f"must be a positive integer or null, got {raw['num_classes']!r}")
     if raw.get("input_size") is not None and (problem := _input_size_problem(raw["input_size"])):
         raise bad("input_size", problem)
+    if raw.get("latency") is not None and (problem := _latency_record_problem(raw["latency"])):
+        raise bad("latency", problem)
     w = raw.get("weights")
     if w is not None:
         if not isinstance(w, dict) or w.get("kind") not in ("slim", "dense"):

@@ -307,3 +307,26 @@ def test_a_teachers_latency_mask_is_rethresholded_for_the_student_on_this_machin
     assert latency.MEASUREMENTS["shapes"] > before  # a table for the student was measured here
     assert out.ratios["latency"] <= 0.95 and out.budget == Budget("latency", 0.95)
     assert out.metadata["latency"]["input_size"] == [1, 28, 28] != teacher.metadata["latency"]["input_size"]
+
+
+def test_registry_index_card_and_list_show_where_a_latency_mask_was_measured(model32, x32, recorded, tmp_path,
+                                                                             capsys):
+    import json
+
+    from chipnet_zoo.cli import main
+    from chipnet_zoo.errors import IndexFormatError
+
+    mask = cz.ChipNetPruner(model32, "latency:0.5", example_input=x32, latency_table=recorded).mask()
+    registry = cz.MaskRegistry(tmp_path / "registry")
+    entry = registry.push(mask.with_metadata(dataset="synthetic"))
+    device = recorded.key["device"]
+    assert entry.measured_on == f"{device}, {recorded.key['threads']} threads, batch {recorded.key['batch']}"
+    index = json.loads((tmp_path / "registry" / "index.json").read_text())
+    assert index["entries"][0]["latency"]["device"] == device
+    assert "measured on" in registry.render_card() and device in registry.render_card()
+    assert main(["list", "--registry", str(tmp_path / "registry")]) == 0
+    assert "measured on" in capsys.readouterr().out
+    index["entries"][0]["latency"] = {"device": {"nested": "object"}}
+    (tmp_path / "registry" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(IndexFormatError, match="latency"):
+        cz.MaskRegistry(tmp_path / "registry").list()

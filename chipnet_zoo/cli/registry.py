@@ -60,13 +60,15 @@ def _list(args: argparse.Namespace) -> int:
     if not entries:
         print("(no entries)", file=sys.stderr)
         return 0
-    head = ("key", "channels", "params", "flops", "accuracy", "method", "weights")
+    latency = any(e.measured_on for e in entries)
+    head = ("key", "channels", "params", "flops", "accuracy", "method", "weights") + (("measured on",) if latency else ())
     rows = []
     for e in entries:
         acc = (headline_accuracy(e.metrics) or (None, None, None))[2]
         rows.append((e.key, *(f"{e.ratios[k]:.4f}" if k in e.ratios else "-" for k in ("channels", "params", "flops")),
                      f"{acc:.4f}" if acc is not None else "-", e.method or "-",
-                     e.weights["kind"] if e.weights else "-"))
+                     e.weights["kind"] if e.weights else "-")
+                    + ((e.measured_on or "-",) if latency else ()))
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())

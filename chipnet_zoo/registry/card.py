@@ -80,6 +80,7 @@ def render_card(entries: list[RegistryEntry], *, location: str, name: str, plots
             **{k: (f"{float(r[k]):.4f}" if k in r else "-") for k in ("channels", "volume", "params", "flops")},
             "accuracy": f"{acc[2]:.4f}" if acc else "-", "method": _md(e.method or "-"),
             "weights": _md(e.weights["kind"]) if e.weights else "-",
+            "measured_on": _md(e.measured_on) if e.measured_on else None,
             "plot": plot_path(e.key) if plot_path(e.key) in plots else None,
         })
     example = entries[0] if entries else None

@@ -27,7 +27,7 @@ INDEX_FORMAT = "chipnet-zoo-registry"
 INDEX_VERSION = 1
 #: The metadata fields an index row carries (in its flat on-disk form).
 ROW_METADATA = ("arch", "dataset", "budget_type", "budget", "ratios", "metrics", "method", "created", "num_classes",
-                "input_size", "format_version")
+                "input_size", "format_version", "latency")
 
 
 @dataclass
@@ -86,6 +86,14 @@ class RegistryEntry:
     def input_size(self) -> tuple[int, int, int] | None:
         return self.meta.input_size
 
+    @property
+    def measured_on(self) -> str | None:
+        """Where a latency mask's table was measured (``"<device>, 2 threads, batch 64"``); ``None`` otherwise."""
+        record = self.meta.extra.get("latency")
+        if not isinstance(record, dict):
+            return None
+        return f"{record.get('device', '?')}, {record.get('threads', '?')} threads, batch {record.get('batch', '?')}"
+
     def to_dict(self) -> dict[str, Any]:
         """The ``index.json`` row."""
         m = self.meta
@@ -94,7 +102,8 @@ class RegistryEntry:
                 "ratios": dict(m.ratios), "metrics": copy.deepcopy(m.metrics), "method": m.method,
                 "created": m.created, "num_classes": m.num_classes,
                 "input_size": list(m.input_size) if m.input_size else None, "format_version": m.format_version,
-                "weights": dict(self.weights) if self.weights is not None else None}
+                "weights": dict(self.weights) if self.weights is not None else None,
+                **({"latency": dict(m.extra["latency"])} if isinstance(m.extra.get("latency"), dict) else {})}
 
     def copy(self) -> RegistryEntry:
         return RegistryEntry.from_dict(self.to_dict(), "(copy)")
