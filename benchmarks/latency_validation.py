@@ -1,4 +1,4 @@
-"""Latency budgets, validated: predicted vs measured whole-model latency ratio of slimmed models (issue #15).
+"""Latency budgets, validated: predicted vs measured whole-model latency ratio of slimmed models (docs/latency.md).
 
 For every architecture, batch size and latency budget: measure (or load) the latency table on this machine,
 threshold L1 channel scores at the budget (budget-exact against the table, with the pruner's default width

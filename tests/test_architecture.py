@@ -1,4 +1,4 @@
-"""The package's module graph has no import cycle (issue #14): every ``import`` and ``from ... import`` inside
+"""The package's module graph has no import cycle: every ``import`` and ``from ... import`` inside
 ``chipnet_zoo``, at module level or inside functions (those were how the cycles were hidden), read with ``ast``."""
 
 from __future__ import annotations
