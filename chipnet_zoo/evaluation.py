@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,6 +61,16 @@ def measure_latency(model: nn.Module, input_size: tuple[int, ...] | list[int], b
     device = torch.device(device)
     model = model.to(device).eval()
     out: dict[str, Any] = {"device": str(device), "repeats": repeats, "threads": torch.get_num_threads()}
+    out.update(time_batches(model, input_size, batch_sizes, repeats=repeats, warmup=warmup, device=device))
+    return out
+
+
+def time_batches(run: Callable[[torch.Tensor], Any], input_size: tuple[int, ...] | list[int], batch_sizes, *,
+                 repeats: int, warmup: int, device: str | torch.device = "cpu") -> dict[str, float]:
+    """``{"batch_<b>_ms": median ms, "batch_<b>_samples_per_s": ...}`` of ``run`` on a random batch of each
+    size: ``warmup`` untimed calls, then ``repeats`` timed ones (synchronised on CUDA)."""
+    device = torch.device(device)
+    out: dict[str, float] = {}
     for bs in batch_sizes:
         x = torch.randn(bs, *input_size, device=device)
         times = []
@@ -67,7 +78,7 @@ def measure_latency(model: nn.Module, input_size: tuple[int, ...] | list[int], b
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            model(x)
+            run(x)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= warmup:

@@ -23,10 +23,8 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -374,17 +372,9 @@ def measure_onnx_latency(model: nn.Module, input_size: tuple[int, ...] | list[in
         export_model(model, torch.zeros(2, *input_size), path, format="onnx", exporter=exporter, verify=True)
         run = load_exported(path, format="onnx", threads=threads)
         out: dict[str, Any] = {"runtime": "onnxruntime", "device": "cpu", "repeats": repeats, "threads": threads}
-        for bs in batch_sizes:
-            x = torch.randn(bs, *input_size)
-            times = []
-            for i in range(warmup + repeats):
-                t0 = time.perf_counter()
-                run(x)
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1e3)
-            median = statistics.median(times)
-            out[f"batch_{bs}_ms"] = median
-            out[f"batch_{bs}_samples_per_s"] = bs / (median / 1e3)
+        from .evaluation import time_batches
+
+        out.update(time_batches(run, input_size, batch_sizes, repeats=repeats, warmup=warmup))
     return out
 
 

@@ -56,3 +56,14 @@ def fresh_hf_cache(tmp_path, monkeypatch) -> str:
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", cache)
     monkeypatch.setenv("HF_HUB_CACHE", cache)
     return cache
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (timing- and tracing-heavy tests behave the same on any core count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -29,12 +29,7 @@ pytest.importorskip("timm")
 GROUPED = ["tv/regnet_x_400mf", "timm/regnety_002", "timm/resnext26ts"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=GROUPED)

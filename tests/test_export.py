@@ -23,18 +23,13 @@ HAVE_ONNX = ort is not None and all(importlib.util.find_spec(m) for m in ("onnx"
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx / onnxscript / onnxruntime not installed "
                                                       "(pip install 'chipnet-zoo[export]')")
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")  # TorchScript is deprecated upstream
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),  # TorchScript: deprecated upstream
+              pytest.mark.usefixtures("one_torch_thread")]
 ATOL = 1e-4
 KEY = "resnet8/mnist5k/flops-0.25"  # in the built-in zoo, with slim weights
 SMALL = ["--dataset", "mnist5k", "--max-samples", "192", "--image-size", "16", "--recipe", "tiny", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def pruned(arch: str, budget: float = 0.3, size: int = 32) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
