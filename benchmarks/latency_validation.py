@@ -63,7 +63,7 @@ def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress
         except UnreachableBudgetError as exc:
             rows.append({**row, "note": f"unreachable (smallest {exc.smallest:.3f})"})
             continue
-        small = slim_model(model, graph, keep, x[:1]).eval()
+        small = slim_model(model, graph, keep, x[:1]).eval().to(memory_format=fmt)  # timed like the dense one
         dense_ms, small_ms = interleaved_medians([partial(model, x), partial(small, x)], x.device, repeats=repeats)
         measured = small_ms / dense_ms
         rows.append({**row, "predicted": cost.hard_ratios(keep)["latency"], "measured": measured,

@@ -46,7 +46,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import platform
 import statistics
 import time
@@ -228,16 +227,9 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_json(), sort_keys=True))
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        from ._atomic import atomic_write
+
+        return atomic_write(path, json.dumps(self.to_json(), sort_keys=True).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

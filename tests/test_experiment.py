@@ -220,13 +220,20 @@ def test_extra_seeds_only_where_the_spread_over_seeds_is_large(tmp_path):
         workspaces.append(_ScoredCells(c, out))
         return workspaces[-1]
 
-    lanes = [threading.Thread(target=run_experiment, args=(cfg,),
-                              kwargs={"out": tmp_path, "workspace": make, "lane": (k, 2), "poll_seconds": 0.05})
-             for k in range(2)]
+    errors: list[BaseException] = []
+
+    def lane(k: int) -> None:
+        try:
+            run_experiment(cfg, out=tmp_path, workspace=make, lane=(k, 2), poll_seconds=0.05)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    lanes = [threading.Thread(target=lane, args=(k,), daemon=True) for k in range(2)]
     for t in lanes:
         t.start()
     for t in lanes:
         t.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in lanes)
     rows = read_results(tmp_path)
     base = {c.id for c in grid(cfg)}
     extra = {r["cell"] for r in rows} - base
@@ -243,3 +250,22 @@ def test_extra_seeds_only_where_the_spread_over_seeds_is_large(tmp_path):
     assert "PARTIAL" not in table and "seeds 3, 4 added where" in table and "mnist5k flops:0.125" in table
     with pytest.raises(RunError, match="overlap"):
         ExperimentConfig.from_dict({**TINY, "seeds": [0, 1], "extra_seeds": [1]})
+
+
+def test_a_lane_whose_peer_never_comes_stops_waiting(tmp_path):
+    cfg = ExperimentConfig.from_dict({**TINY, "students": ["mnist5k", "animal-mnist"],
+                                      "teachers": ["animal-mnist", "mnist5k"], "methods": ["dense", "random"],
+                                      "seeds": [0, 1], "extra_seeds": [2]})
+    # lane 0 of 2 owns the extra seed 2 and waits for lane 1's base cells, which nobody runs
+    summary = run_experiment(cfg, out=tmp_path, workspace=_ScoredCells, lane=(0, 2), poll_seconds=0.01,
+                             stall_seconds=0.2)
+    assert summary["done"] < summary["total"]
+    # lane 1 owns no extra seed: it finishes its base cells and does not wait at all
+    summary = run_experiment(cfg, out=tmp_path, workspace=_ScoredCells, lane=(1, 2), poll_seconds=0.01,
+                             stall_seconds=3600)
+    assert {c.id for c in grid(cfg)} <= {r["cell"] for r in read_results(tmp_path)}
+
+
+def test_latency_budgets_are_refused_in_experiment_configs():
+    with pytest.raises(RunError, match="latency"):
+        ExperimentConfig.from_dict({**TINY, "budgets": ["latency:0.5"]})

@@ -556,3 +556,18 @@ def test_item12_not_found_hints_include_the_builtin_zoo(tmp_path, monkeypatch):
     with pytest.raises(EntryNotFoundError) as info:
         MaskRegistry().pull("resnet8/cifar100/flops-0.5")
     assert "flops-0.3" in str(info.value) and f"mnist5k ({', '.join(budgets)})" in str(info.value)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """mkstemp makes 0600 files; what the package writes must be readable like any file open() creates."""
+    import os
+
+    from chipnet_zoo._atomic import atomic_path, atomic_write
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    assert atomic_write(tmp_path / "a.bin", b"x").stat().st_mode & 0o777 == expected
+    with atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"y")
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == expected

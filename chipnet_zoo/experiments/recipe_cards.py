@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
+
 
 def _seeds_line(metrics: dict[str, Any]) -> str:
     per_seed = metrics.get("test_accuracy_seeds") or {}
@@ -52,5 +54,4 @@ def write_recipe_card(cards: Path, entry: Any, row: dict[str, Any], run: Any, cf
     ]
     cards.mkdir(parents=True, exist_ok=True)
     path = cards / (entry.key.replace("/", "__") + ".md")
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write(path, "\n".join(lines).encode())

@@ -11,9 +11,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
 from ..budget import Budget
 from .config import METHODS, ExperimentConfig, extra_cells, grid, noisy_pairs, safe_name
 from .results import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, latest_rows, read_results
+
+#: Held while the reports are rewritten (two lanes can finish at once).
+REPORTS_LOCK = ".reports.lock"
 
 CSV_FIELDS = ("teacher", "student", "arch", "method", "budget_type", "budget", "seed", "test_accuracy",
               "val_accuracy", "flops", "params_ratio", "channels", "volume", "params", "macs", "seconds", "run_dir")
@@ -21,9 +25,18 @@ CSV_FIELDS = ("teacher", "student", "arch", "method", "budget_type", "budget", "
 
 def write_reports(out: str | os.PathLike, cfg: ExperimentConfig, total: int | None = None) -> dict[str, Any]:
     """Write ``results.json``/``.csv``/``.md`` and a plot per student from ``results.jsonl``."""
+    from filelock import FileLock
+
     out = Path(out)
+    with FileLock(str(out / REPORTS_LOCK)):  # lanes finishing together: the last to write has read every row
+        return _write_reports(out, cfg, total)
+
+
+def _write_reports(out: Path, cfg: ExperimentConfig, total: int | None) -> dict[str, Any]:
+    cells = {c.id for c in grid(cfg)}
     rows = latest_rows(read_results(out))
-    (out / RESULTS_JSON).write_text(json.dumps(rows, indent=1))
+    rows = [r for r in rows if r["cell"] in cells or (cfg.extra_seeds and int(r["seed"]) in cfg.extra_seeds)]
+    atomic_write(out / RESULTS_JSON, json.dumps(rows, indent=1).encode())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -31,10 +44,10 @@ def write_reports(out: str | os.PathLike, cfg: ExperimentConfig, total: int | No
         ratios = r.get("ratios") or {}
         writer.writerow({**r, "flops": ratios.get("flops"), "params_ratio": ratios.get("params"),
                          "channels": ratios.get("channels"), "volume": ratios.get("volume")})
-    (out / RESULTS_CSV).write_text(buf.getvalue())
+    atomic_write(out / RESULTS_CSV, buf.getvalue().encode())
     total = total if total is not None else len(grid(cfg)) + len(extra_cells(cfg, rows))
     table = markdown_table(rows, cfg, total)
-    (out / RESULTS_MD).write_text(table)
+    atomic_write(out / RESULTS_MD, table.encode())
     plots = [plot_student(rows, cfg, student, out / f"plot-{safe_name(student)}.png") for student in cfg.students]
     return {"rows": rows, "done": len(rows), "total": total, "out": str(out), "table": table,
             "plots": [str(p) for p in plots if p]}
@@ -59,7 +72,7 @@ def _accuracies(rows: list[dict[str, Any]], student: str) -> dict[tuple[str, Bud
 
 
 def _budget_order(budgets: set[Budget]) -> list[Budget]:
-    kinds = ("flops", "params", "volume", "channels")
+    kinds = ("flops", "params", "volume", "channels", "latency")
     return sorted((b for b in budgets if b.value < 1.0), key=lambda b: (kinds.index(b.kind), -b.value))
 
 

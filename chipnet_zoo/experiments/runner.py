@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
 from .config import Cell, ExperimentConfig, extra_cells, grid, lane_of
 from .report import write_reports
 from .results import CONFIG, RESULTS, latest_rows, read_results, record
@@ -21,7 +22,7 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | o
                    on_cell: Callable[[Cell], None] | None = None,
                    workspace: Callable[[ExperimentConfig, Path], Workspace] | None = None,
                    lane: tuple[int, int] | None = None, command: list[str] | None = None,
-                   poll_seconds: float = 30.0) -> dict[str, Any]:
+                   poll_seconds: float = 30.0, stall_seconds: float = 3 * 3600.0) -> dict[str, Any]:
     """Run (or resume) the grid; returns ``{"rows", "done", "total", "out", "table"}``.
 
     ``max_cells`` stops after that many *new* cells (the rest are run next time). ``on_cell`` is called
@@ -30,28 +31,38 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | o
     locked, so a lane that needs a shared run another lane is making waits for it). ``command``: the
     command line (without ``chipnet-zoo``) recorded in every new run folder's ``config.json``.
     With ``extra_seeds`` in the config, the cells of those seeds where the spread over the base seeds is large
-    (:func:`~.config.extra_cells`) follow once every base cell has finished (a lane waits, polling every
-    ``poll_seconds``, for the others).
+    (:func:`~.config.extra_cells`) follow once every base cell has finished: a lane with extra seeds of its own
+    waits for the others, polling every ``poll_seconds``, and gives up (run it again later) when no cell
+    finishes for ``stall_seconds``.
     """
     cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.load(config)
     out = Path(out or cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=1))  # loadable as a config again: no extra keys
+    atomic_write(out / CONFIG, json.dumps(cfg.to_dict(), indent=1).encode())  # loadable as a config: no extra keys
     ws = workspace(cfg, out) if workspace is not None else Workspace(cfg, out, progress, command=command)
     cells = grid(cfg)
     new = _run_cells(cells, cfg, ws, out, lane, max_cells, on_cell, stage="")
     if cfg.extra_seeds and (max_cells is None or new < max_cells):
         # the extra seeds are chosen from the spread over all base seeds: wait for the other lanes' cells
         base = {c.id for c in cells}
-        waited = False
-        while not base <= {r["cell"] for r in read_results(out)}:
+        mine = lane is None or any(cfg.extra_seeds.index(s) % lane[1] == lane[0] for s in cfg.extra_seeds)
+        waited, seen, last_change = False, -1, time.monotonic()
+        while mine and not base <= (finished := {r["cell"] for r in read_results(out)}):
             if lane is None:
                 break  # a single process that could not finish the base grid (it raised): nothing to add
+            if len(finished) != seen:
+                seen, last_change = len(finished), time.monotonic()
+            elif time.monotonic() - last_change > stall_seconds:
+                print(f"no other lane finished a cell for {stall_seconds:g} s: stopping; run again to add the extra "
+                      "seeds once the base seeds are done", file=sys.stderr, flush=True)
+                break
             if not waited:
                 print("waiting for the other lanes to finish the base seeds ...", file=sys.stderr, flush=True)
                 waited = True
             time.sleep(poll_seconds)
         else:
+            if not mine:  # no extra seed falls to this lane: nothing to wait for
+                return write_reports(out, cfg)
             extra = extra_cells(cfg, latest_rows(read_results(out)))
             print(f"extra seeds {cfg.extra_seeds}: {len(extra)} cells where a method's std over seeds "
                   f"{cfg.seeds} exceeds {100 * cfg.extra_seeds_above_std:g} points", file=sys.stderr, flush=True)
