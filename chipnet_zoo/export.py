@@ -332,29 +332,34 @@ def export_from(source: str | os.PathLike, *, format: str, out: str | os.PathLik
     x = torch.randn((2, *[int(v) for v in info["input_size"]]), generator=torch.Generator().manual_seed(0))
     diff = export_model(model, x, out, format=format, opset=opset, exporter=exporter, overwrite=overwrite,
                         verify=verify)
-    mask.save(mask_path)
-    versions = {"torch": torch.__version__, "chipnet-zoo": __version__}
-    if format == "onnx":
-        for name in ("onnx", "onnxscript", "onnxruntime"):
-            with contextlib.suppress(Exception):
-                versions[name] = importlib.metadata.version(name)
-    card = {
-        "format": format, "file": out.name, "sha256": _sha256(out), "size": out.stat().st_size,
-        "mask_file": mask_path.name, **{k: info[k] for k in ("arch", "dataset", "budget")},
-        "ratios": mask.ratios, "input_size": list(info["input_size"]), "num_classes": int(info["num_classes"]),
-        "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "dynamic_batch": True,
-        "params": sum(p.numel() for p in model.parameters()),
-        "opset": opset if format == "onnx" else None, "exporter": exporter if format == "onnx" else None,
-        "trained": info["trained"], "weights": info["weights"], "source": info["source"],
-        "check": {"verified": verify, "max_abs_diff": diff, "atol": ATOL,
-                  "batch_sizes": [2, 5] if verify else [],
-                  "runtime": {"onnx": "onnxruntime", "torchscript": "torch.jit.load",
-                              "pt2": "torch.export.load"}[format]},
-        "versions": versions, "created": R.now(),
-    }
-    from ._atomic import atomic_write_json
+    try:  # the three files stand or fall together: a failed mask or card write takes the model file along
+        mask.save(mask_path)
+        versions = {"torch": torch.__version__, "chipnet-zoo": __version__}
+        if format == "onnx":
+            for name in ("onnx", "onnxscript", "onnxruntime"):
+                with contextlib.suppress(Exception):
+                    versions[name] = importlib.metadata.version(name)
+        card = {
+            "format": format, "file": out.name, "sha256": _sha256(out), "size": out.stat().st_size,
+            "mask_file": mask_path.name, **{k: info[k] for k in ("arch", "dataset", "budget")},
+            "ratios": mask.ratios, "input_size": list(info["input_size"]), "num_classes": int(info["num_classes"]),
+            "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "dynamic_batch": True,
+            "params": sum(p.numel() for p in model.parameters()),
+            "opset": opset if format == "onnx" else None, "exporter": exporter if format == "onnx" else None,
+            "trained": info["trained"], "weights": info["weights"], "source": info["source"],
+            "check": {"verified": verify, "max_abs_diff": diff, "atol": ATOL,
+                      "batch_sizes": [2, 5] if verify else [],
+                      "runtime": {"onnx": "onnxruntime", "torchscript": "torch.jit.load",
+                                  "pt2": "torch.export.load"}[format]},
+            "versions": versions, "created": R.now(),
+        }
+        from ._atomic import atomic_write_json
 
-    atomic_write_json(card_path, card)
+        atomic_write_json(card_path, card)
+    except BaseException:
+        for path in (out, mask_path, card_path):
+            path.unlink(missing_ok=True)
+        raise
     return ExportResult(out, mask_path, card_path, card)
 
 

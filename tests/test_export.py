@@ -255,3 +255,17 @@ def test_missing_onnxruntime_is_one_clear_line(tmp_path, capsys, monkeypatch):
     # the check is what needs onnxruntime; the export itself does not
     assert main(["export", "--from", KEY, "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--no-verify"]) == 0
     assert json.loads((tmp_path / "m.card.json").read_text())["check"]["verified"] is False
+
+
+def test_a_failed_companion_write_leaves_no_model_file(tmp_path, monkeypatch):
+    from chipnet_zoo.export import export_from
+    from chipnet_zoo.mask import Mask
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Mask, "save", disk_full)
+    out = tmp_path / "m.pt2"
+    with pytest.raises(OSError, match="No space"):
+        export_from(KEY, format="pt2", out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
