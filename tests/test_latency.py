@@ -327,7 +327,8 @@ def test_registry_index_card_and_list_show_where_a_latency_mask_was_measured(mod
     assert entry.measured_on == f"{device}, {recorded.key['threads']} threads, batch {recorded.key['batch']}"
     index = json.loads((tmp_path / "registry" / "index.json").read_text())
     assert index["entries"][0]["latency"]["device"] == device
-    assert "measured on" in registry.render_card() and device in registry.render_card()
+    card = registry.render_card()
+    assert "measured on" in card and device in card and f"{mask.ratios['latency']:.4f}" in card
     assert main(["list", "--registry", str(tmp_path / "registry")]) == 0
     assert "measured on" in capsys.readouterr().out
     index["entries"][0]["latency"] = {"device": {"nested": "object"}}

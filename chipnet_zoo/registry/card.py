@@ -77,7 +77,7 @@ def render_card(entries: list[RegistryEntry], *, location: str, name: str, plots
         rows.append({
             "key": _md(e.key), "arch": _md(e.arch), "dataset": _md(e.dataset),
             "budget": _md(f"{e.budget.kind} {format(e.budget.value, 'g')}"),
-            **{k: (f"{float(r[k]):.4f}" if k in r else "-") for k in ("channels", "volume", "params", "flops")},
+            **{k: (f"{float(r[k]):.4f}" if k in r else "-") for k in ("channels", "volume", "params", "flops", "latency")},
             "accuracy": f"{acc[2]:.4f}" if acc else "-", "method": _md(e.method or "-"),
             "weights": _md(e.weights["kind"]) if e.weights else "-",
             "measured_on": _md(e.measured_on) if e.measured_on else None,

@@ -21,13 +21,17 @@ ALL_ONES = {"channels": 1.0, "volume": 1.0, "params": 1.0, "flops": 1.0}
 
 
 def mask_ratios(mask, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """The mask's four hard ratios on this model at this input size."""
+    """The mask's four counted hard ratios on this model at this input size, and a latency mask's predicted
+    latency ratio as the mask records it (against the table it was thresholded with)."""
     from ..cost import CostModel
     from ..groups import build_channel_graph
 
     graph = build_channel_graph(model, x)
     mask.check_fits(graph.structure, arch=getattr(model, "arch_name", None))
-    return CostModel(graph).hard_ratios(mask.keep_vector())
+    ratios = CostModel(graph).hard_ratios(mask.keep_vector())
+    if "latency" in mask.ratios and isinstance(mask.metadata.get("latency"), dict):
+        ratios["latency"] = float(mask.ratios["latency"])
+    return ratios
 
 
 def cpu_copy(model: nn.Module) -> nn.Module:
