@@ -5,8 +5,7 @@ run at each budget and reports:
 
 - the kept channels per group (in network order), the achieved ratios;
 - the hard mask's accuracy *before fine-tuning* (the phase's own weights, val and test);
-- a random mask of the same budget, given the same steps on the dense weights (the reference of the
-  test ``test_chipnet_beats_random_before_finetuning``);
+- a random mask of the same budget, given the same steps on the dense weights;
 - test accuracy after the same short fine-tuning from the dense weights (every method alike, last epoch).
 
     python benchmarks/allocation.py --budgets flops:0.125 flops:0.0625 --variants default authors uniform
