@@ -171,7 +171,15 @@ def _record_areas(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Modu
         else:  # linear: every position but the feature dim, per sample
             areas[module] = math.prod(shape[1:-1]) if len(shape) > 2 else 1
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CONV_TYPES + (nn.Linear,))]
+    forward_with_hooks(model, example_input, [m for m in model.modules() if isinstance(m, CONV_TYPES + (nn.Linear,))],
+                       hook)
+    return areas
+
+
+def forward_with_hooks(model: nn.Module, example_input: torch.Tensor, modules: list[nn.Module], hook) -> None:
+    """One eval-mode, no-grad forward pass of ``model`` with ``hook`` as a forward hook on ``modules``; the
+    hooks are removed and the train/eval mode restored afterwards, also on error."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     was_training = model.training
     try:
         model.eval()
@@ -181,7 +189,6 @@ def _record_areas(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Modu
         model.train(was_training)
         for h in handles:
             h.remove()
-    return areas
 
 
 def _lost_root_indices(dg, tp_group) -> bool:

@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from . import constants
 from .errors import LatencyKeyWarning, LatencyTableError
+from .groups import forward_with_hooks
 from .support import CONV_TYPES
 
 #: Version of the table's JSON layout (a cache file of another version is measured again).
@@ -407,17 +408,8 @@ def _layer_specs(model: nn.Module, graph, x: torch.Tensor, widths: Sequence[floa
     def hook(module: nn.Module, inputs, _output) -> None:
         shapes.setdefault(module, list(inputs[0].shape))
 
-    handles = [modules[layer.name].register_forward_hook(hook) for layer in graph.layers
-               if layer.kind in ("conv", "linear")]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, x, [modules[layer.name] for layer in graph.layers if layer.kind in ("conv", "linear")],
+                       hook)
     specs = {}
     for layer in graph.layers:
         if layer.kind not in ("conv", "linear"):

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..budget import Budget
 from ..errors import RunError
+from ..recipes import read_yaml_mapping
 
 SHIPPED = Path(__file__).parent  # the shipped configs live next to this module
 METHODS = ("dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random", "l1", "slimming")
@@ -39,7 +40,6 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExperimentConfig:
-        import yaml
 
         path = Path(path)
         if not path.is_file():
@@ -47,12 +47,7 @@ class ExperimentConfig:
             if not shipped.is_file():
                 raise RunError(f"experiment config not found: {path} (shipped: {', '.join(list_configs())})")
             path = shipped
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise RunError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise RunError(f"{path}: an experiment config is a mapping")
+        raw = read_yaml_mapping(path, f"{path}: an experiment config is a mapping")
         recipe = str(raw.get("recipe", "cpu"))
         if (path.parent / recipe).is_file():
             raw["recipe"] = str((path.parent / recipe).resolve())

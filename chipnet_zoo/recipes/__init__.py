@@ -55,22 +55,28 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
-    """A recipe (YAML): a shipped name (``paper``, ``cpu``, ...) or a path. Returns its mapping."""
+def read_yaml_mapping(path: Path, not_a_mapping: str) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (safe loader); :class:`RunError` for invalid YAML, or ``not_a_mapping``."""
     import yaml
 
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RunError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunError(not_a_mapping)
+    return data
+
+
+def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
+    """A recipe (YAML): a shipped name (``paper``, ``cpu``, ...) or a path. Returns its mapping."""
     path = Path(name_or_path)
     if not path.is_file():
         path = RECIPE_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise RunError(f"unknown recipe {str(name_or_path)!r}: not a file, and not one of the shipped "
                            f"recipes ({', '.join(list_recipes())})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RunError(f"recipe {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise RunError(f"recipe {path} must be a mapping with sections {', '.join(PHASES)}")
+    data = read_yaml_mapping(path, f"recipe {path} must be a mapping with sections {', '.join(PHASES)}")
     unknown = set(data) - set(PHASES) - {"name", "description"}
     if unknown:
         raise RunError(f"recipe {path}: unknown sections {sorted(unknown)}; expected {', '.join(PHASES)}")
