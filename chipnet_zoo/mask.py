@@ -52,6 +52,17 @@ def _example_input(model: nn.Module, metadata: Mapping[str, Any],
     return torch.randn(1, *shape, device=device)
 
 
+
+def read_mask_file(path: str | Path) -> bytes:
+    """The bytes of a mask file, refused before reading when it is missing or larger than any mask."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    if path.stat().st_size > MAX_MASK_BYTES:
+        raise MaskFormatError(f"{path} is not a mask file: {path.stat().st_size} bytes, more than the "
+                              f"{MAX_MASK_BYTES} accepted")
+    return path.read_bytes()
+
 class Mask:
     """Per-group kept channels and scores of one model, plus metadata.
 
@@ -400,13 +411,7 @@ class Mask:
     @classmethod
     def load(cls, path: str | Path) -> Mask:
         """Read a mask file (safetensors only; nothing in it can run code)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"mask file not found: {path}")
-        if path.stat().st_size > MAX_MASK_BYTES:
-            raise MaskFormatError(f"{path} is not a mask file: {path.stat().st_size} bytes, more than the "
-                                  f"{MAX_MASK_BYTES} accepted")
-        return cls.from_bytes(path.read_bytes())
+        return cls.from_bytes(read_mask_file(path))
 
 
 @functools.lru_cache(maxsize=16)

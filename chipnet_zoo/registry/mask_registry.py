@@ -39,7 +39,6 @@ from ..errors import (
     OutputPathError,
     WeightsNotFoundError,
 )
-from ..validation import MAX_MASK_BYTES
 from .index import INDEX_FILE, RegistryEntry
 from .integrity import sha256_hex
 from .keys import canonical_key, key_from, make_key, mask_path, parse_key, plot_path, weights_path
@@ -73,13 +72,9 @@ def _not_found_hint(key: str, entries: Any) -> str:
 
 def _mask_bytes(mask_or_path: Any) -> bytes:
     if isinstance(mask_or_path, (str, Path)):
-        path = Path(mask_or_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"mask file not found: {path}")
-        if path.stat().st_size > MAX_MASK_BYTES:
-            raise MaskFormatError(f"{path} is not a mask file: {path.stat().st_size} bytes, more than the "
-                                  f"{MAX_MASK_BYTES} accepted")
-        return path.read_bytes()
+        from ..mask import read_mask_file
+
+        return read_mask_file(mask_or_path)
     if isinstance(mask_or_path, (bytes, bytearray, memoryview)):
         return bytes(mask_or_path)
     if hasattr(mask_or_path, "to_bytes"):
