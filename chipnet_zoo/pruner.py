@@ -339,8 +339,9 @@ class ChipNetPruner:
                 if accelerator is None:
                     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 logits = model(images)
-                ce = F.cross_entropy(logits, labels)
-                if distill_from is not None:
+                if distill_from is None:
+                    ce = F.cross_entropy(logits, labels)
+                else:
                     with torch.no_grad():
                         teacher_logits = distill_from(images)
                     ce = distillation_loss(logits, teacher_logits, labels, weight=distill_weight,
