@@ -15,7 +15,7 @@ from torch import nn
 
 from .budget import COUNT_KINDS
 from .errors import LatencyTableError
-from .groups import CONV_TYPES, ChannelGraph
+from .groups import CONV_TYPES, ChannelGraph, forward_with_hooks
 
 
 class CostModel:
@@ -180,14 +180,6 @@ def measure_params_macs(model: nn.Module, example_input: torch.Tensor) -> tuple[
         else:
             macs += per_sample * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CONV_TYPES + (nn.Linear,))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input[:1])
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example_input[:1],
+                       [m for m in model.modules() if isinstance(m, CONV_TYPES + (nn.Linear,))], hook)
     return sum(p.numel() for p in model.parameters()), macs

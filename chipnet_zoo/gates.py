@@ -16,6 +16,7 @@ for every architecture (pre-activation and concatenating ones included).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -258,6 +259,12 @@ def detach_gates(model: nn.Module) -> nn.Module:
     if isinstance(getattr(model, GATES_ATTR, None), _GateBase):
         delattr(model, GATES_ATTR)
     return model
+
+
+def plain_model(model: nn.Module) -> nn.Module:
+    """``model`` itself when it carries no gates, else a deep copy with the gates removed (``model`` is never
+    modified)."""
+    return detach_gates(copy.deepcopy(model)) if has_gates(model) else model
 
 
 def has_gates(model: nn.Module) -> bool:

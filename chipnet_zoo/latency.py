@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from . import constants
 from .errors import LatencyKeyWarning, LatencyTableError
+from .gates import plain_model
 from .groups import forward_with_hooks
 from .support import CONV_TYPES
 
@@ -206,8 +207,6 @@ class LatencyTable:
         volume = sum(_widths(modules[name])[1] * area for name, area in self.areas.items())
         total = self.fixed_ms + self.per_volume_ms * volume / max(self.dense_volume, 1)
         for name in self.layers:
-            if name not in modules:
-                raise LatencyTableError(f"the model has no layer {name!r} of the latency table")
             total += self.layer_ms(name, *_widths(modules[name]))
         return total
 
@@ -382,12 +381,6 @@ class LatencyPredictor:
 
 
 # --- measuring ---------------------------------------------------------------------------------------
-def _plain(model: nn.Module) -> nn.Module:
-    from .gates import detach_gates, has_gates
-
-    return detach_gates(copy.deepcopy(model)) if has_gates(model) else model
-
-
 def _width_grid(full: int, const: int, granule: int, widths: Sequence[float], prunable: bool) -> list[int]:
     """Widths to measure along one dimension: multiples of ``granule`` from the smallest reachable width
     (``const`` fixed channels + one granule) to ``full``, at the given fractions."""
@@ -565,7 +558,7 @@ def build_latency_table(model: nn.Module, example_input: torch.Tensor, *, graph=
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     device, dtype = check_measurable(model, example_input)
     x = example_input.detach().to(dtype)
-    plain = _plain(model)
+    plain = plain_model(model)
     if graph is None:
         from .groups import build_channel_graph
 

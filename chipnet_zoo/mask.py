@@ -281,11 +281,11 @@ class Mask:
         latency mask was measured (a model is often slimmed on one machine and deployed on another);
         :meth:`apply` does.
         """
-        from .gates import detach_gates
+        from .gates import plain_model
         from .slim import slim_model
 
         x = _example_input(model, self.metadata, example_input)
-        plain = detach_gates(_shallow_plain_copy(model))
+        plain = plain_model(model)
         graph = self._graph_for(plain, x)
         return slim_model(plain, graph, self.keep_vector(), x)
 
@@ -444,14 +444,3 @@ def _canonical_header(data: bytes) -> bytes:
     raw = json.dumps(ordered, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
-
-
-def _shallow_plain_copy(model: nn.Module) -> nn.Module:
-    """``model`` itself when it carries no gates, else a deep copy without them."""
-    from .gates import has_gates
-
-    if not has_gates(model):
-        return model
-    import copy
-
-    return copy.deepcopy(model)

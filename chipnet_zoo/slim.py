@@ -15,7 +15,7 @@ from torch import nn
 
 from .cost import CostModel
 from .errors import InexactModelError
-from .gates import detach_gates
+from .gates import detach_gates, plain_model
 from .groups import ChannelGraph
 from .verify import check_slim, probe_keep, randomize_batchnorm
 
@@ -64,7 +64,7 @@ def slim_model(model: nn.Module, graph: ChannelGraph, keep: torch.Tensor,
     _adapt_fixed_filters(slim)
     slim.train(was_training)
     if check:
-        check_slim(detach_gates(_plain(model)), graph, keep, slim, example_input.to(
+        check_slim(plain_model(model), graph, keep, slim, example_input.to(
             next(slim.parameters()).device))
     return slim
 
@@ -99,9 +99,3 @@ def _adapt_fixed_filters(model: nn.Module) -> None:
                 and isinstance(filt, torch.Tensor) and bool((filt == filt[:1]).all())):
             module.channels = None
             module.filt = filt[:1].clone()
-
-
-def _plain(model: nn.Module) -> nn.Module:
-    from .gates import has_gates
-
-    return copy.deepcopy(model) if has_gates(model) else model
