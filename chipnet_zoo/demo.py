@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .budget import Budget
 from .experiments import ExperimentConfig, Workspace, run_experiment
 
 TEACHER, STUDENT = "animal-mnist", "mnist5k"
@@ -50,10 +51,8 @@ class DemoWorkspace(Workspace):
         super().__init__(cfg, out, progress=False, command=command)
         self.registry, self.log = registry, log
 
-    def teacher_mask(self, teacher: str, budget: float, seed: int) -> str:
-        from .runs.folder import MASK
-
-        path = self.prune(teacher, budget, seed) / MASK
+    def teacher_mask(self, teacher: str, budget: Budget, seed: int) -> str:
+        path = super().teacher_mask(teacher, budget, seed)
         entry = self.registry.push(path, overwrite=True, message="chipnet-zoo demo")
         pulled = self.registry.pull(entry.key)  # by key, sha256-verified
         self.log.append(f"pushed and pulled {entry.key} ({self.registry.location}): kept "
