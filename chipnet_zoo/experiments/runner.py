@@ -45,7 +45,7 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, *, out: str | o
     if cfg.extra_seeds and (max_cells is None or new < max_cells):
         # the extra seeds are chosen from the spread over all base seeds: wait for the other lanes' cells
         base = {c.id for c in cells}
-        mine = lane is None or any(cfg.extra_seeds.index(s) % lane[1] == lane[0] for s in cfg.extra_seeds)
+        mine = lane is None or any(lane_of(cfg, c, lane[1]) == lane[0] for c in grid(cfg, seeds=cfg.extra_seeds))
         waited, seen, last_change = False, -1, time.monotonic()
         while mine and not base <= (finished := {r["cell"] for r in read_results(out)}):
             if lane is None:
