@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     report["latency"] = [row for arch, batch in lat_cases
                          for row in validate(arch, batch, [0.5] if args.quick else [0.5, 0.3], repeats, progress=False,
                                              device=device.type, dtype=torch.bfloat16 if cuda else torch.float32,
-                                             channels_last=cuda)]
+                                             channels_last=cuda, round_tos=(1, "auto"))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "gpu_check.json"
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['speedup_infer']:>5} {d['train_images_per_s']:>12} {s['train_images_per_s']:>11} "
               f"{r['speedup_train']:>5}")
     for r in report["latency"]:
-        print(f"latency {r['arch']} batch {r['batch']} budget {r['budget']}: predicted "
+        print(f"latency {r['arch']} batch {r['batch']} budget {r['budget']} round_to {r['round_to']}: predicted "
               f"{r.get('predicted', float('nan')):.3f} measured {r.get('measured', float('nan')):.3f} {r['note']}")
     for name, ph in report["phases"].items():
         print(f"phase {name}: {ph['seconds']} s", file=sys.stderr)

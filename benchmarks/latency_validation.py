@@ -8,6 +8,7 @@ dense and the slimmed model in interleaved rounds (medians). The check is ``meas
     python benchmarks/latency_validation.py                 # the full grid (needs an idle machine: minutes)
     python benchmarks/latency_validation.py --quick         # resnet56, batch 1, budget 0.5: does it run?
     python benchmarks/latency_validation.py --arch resnet56 --batch 64 --budgets 0.5 0.3
+    python benchmarks/latency_validation.py --round-to 1 auto   # free widths vs round_to="auto", side by side
 
 Writes ``benchmarks/results/latency_validation[-quick].md``. Timings on a busy machine are noise: run the
 full grid with nothing else running, and read its numbers only with the machine line in the file's header.
@@ -27,7 +28,7 @@ from chipnet_zoo.baselines import channel_scores
 from chipnet_zoo.cost import CostModel
 from chipnet_zoo.errors import UnreachableBudgetError
 from chipnet_zoo.groups import build_channel_graph
-from chipnet_zoo.latency import build_latency_table, interleaved_medians, machine_key
+from chipnet_zoo.latency import build_latency_table, interleaved_medians, machine_key, resolve_round_to
 from chipnet_zoo.slim import slim_model
 from chipnet_zoo.threshold import threshold_scores
 
@@ -42,9 +43,10 @@ FLOOR = 1.0
 
 
 def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress: bool, *, device: str = "cpu",
-             dtype: torch.dtype = torch.float32, channels_last: bool = False) -> list[dict]:
-    """One row per budget: predicted and measured latency ratios of the slimmed model (on ``device``, in
-    ``dtype``, optionally channels_last: the table is measured the same way)."""
+             dtype: torch.dtype = torch.float32, channels_last: bool = False,
+             round_tos: tuple[int | str, ...] = (1,)) -> list[dict]:
+    """One row per budget and ``round_to``: predicted and measured latency ratios of the slimmed model (on
+    ``device``, in ``dtype``, optionally channels_last: the table is measured the same way)."""
     classes, size = CASES.get(arch, (10, 32))
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -55,11 +57,13 @@ def validate(arch: str, batch: int, budgets: list[float], repeats: int, progress
     cost = CostModel(graph, table)
     scores = channel_scores(model, graph, "l1")
     rows = []
-    for target in budgets:
+    for target, round_to in [(t, r) for t in budgets for r in round_tos]:
         row = {"arch": arch, "batch": batch, "budget": target, "table": "cache" if table.from_cache else "measured",
-               "remainder": table.remainder_ms / table.predicted_dense_ms}
+               "remainder": table.remainder_ms / table.predicted_dense_ms, "round_to": str(round_to)}
+        rounds = resolve_round_to(round_to, model=model, graph=graph, example_input=x, latency_table=table,
+                                  progress=progress)
         try:
-            keep = threshold_scores(scores, cost, f"latency:{target}", floor=FLOOR)
+            keep = threshold_scores(scores, cost, f"latency:{target}", floor=FLOOR, round_to=rounds)
         except UnreachableBudgetError as exc:
             rows.append({**row, "note": f"unreachable (smallest {exc.smallest:.3f})"})
             continue
@@ -83,16 +87,18 @@ def markdown(rows: list[dict], device: str = "cpu", settings: str = "float32") -
         f"against this machine's table; measured = slimmed / dense latency (medians of interleaved runs); "
         f"ok = measured <= budget × {TOLERANCE}. `remainder` = the table's non-layer share of the dense latency.",
         "",
-        "| arch | batch | budget | predicted | measured | ok | flops ratio | dense ms | slim ms | remainder | table | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | batch | budget | round_to | predicted | measured | ok | flops ratio | dense ms | slim ms | remainder | table "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "measured" in r:
-            lines.append(f"| {r['arch']} | {r['batch']} | {r['budget']:g} | {r['predicted']:.3f} | {r['measured']:.3f} "
+            lines.append(f"| {r['arch']} | {r['batch']} | {r['budget']:g} | {r['round_to']} | {r['predicted']:.3f} "
+                         f"| {r['measured']:.3f} "
                          f"| {'yes' if r['ok'] else 'NO'} | {r['flops']:.3f} | {r['dense_ms']:.2f} | {r['slim_ms']:.2f} "
                          f"| {r['remainder']:.2f} | {r['table']} | {r['note']} |")
         else:
-            lines.append(f"| {r['arch']} | {r['batch']} | {r['budget']:g} | - | - | - | - | - | - | "
+            lines.append(f"| {r['arch']} | {r['batch']} | {r['budget']:g} | {r['round_to']} | - | - | - | - | - | - | "
                          f"{r['remainder']:.2f} | {r['table']} | {r['note']} |")
     return "\n".join(lines) + "\n"
 
@@ -108,7 +114,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 weights and inputs")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--round-to", nargs="+", default=["1"],
+                        help="thresholding granularities to compare: integers and/or 'auto' (fast widths)")
     args = parser.parse_args()
+    round_tos = tuple(int(r) if r.isdigit() else r for r in args.round_to)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     if args.quick:
         args.arch, args.batch, args.budgets = ["resnet56"], [1], [0.5]
@@ -116,10 +125,11 @@ def main() -> None:
     for arch in args.arch:
         for batch in args.batch:
             rows += validate(arch, batch, args.budgets, args.repeats, progress=True, device=args.device, dtype=dtype,
-                             channels_last=args.channels_last)
+                             channels_last=args.channels_last, round_tos=round_tos)
     text = markdown(rows, args.device, f"{'bfloat16' if args.bf16 else 'float32'}"
                                        f"{', channels_last' if args.channels_last else ''}")
-    suffix = ("-quick" if args.quick else "") + ("" if args.device == "cpu" else f"-{args.device}")
+    suffix = (("-quick" if args.quick else "") + ("" if args.device == "cpu" else f"-{args.device}")
+              + ("" if round_tos == (1,) else "-round-to-" + "-".join(map(str, round_tos))))
     out = args.out or RESULTS / f"latency_validation{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -48,7 +48,7 @@ def channel_scores(model: nn.Module, graph, method: str, *, seed: int = 0) -> to
 
 
 def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, example_input: torch.Tensor,
-                  seed: int = 0, round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0,
+                  seed: int = 0, round_to: int | str = 1, min_keep: float = 0.0, floor: float = 0.0,
                   latency_table=None, **metadata: Any) -> Mask:
     """A hard :class:`~chipnet_zoo.mask.Mask` from a baseline's scores, meeting ``budget`` exactly.
 
@@ -58,7 +58,8 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
         method: ``random``, ``l1`` or ``slimming``.
         example_input: one example batch (sets the spatial sizes of the volume/FLOPs costs).
         seed: the seed of ``random`` (recorded in ``hparams``).
-        round_to: every group keeps a multiple of this many channels (or all of them).
+        round_to: every group keeps a multiple of this many channels (or all of them); ``"auto"``: per group,
+            widths the device runs fast (:func:`~chipnet_zoo.latency.auto_round_to`).
         min_keep: every group keeps at least this fraction of its channels (a width floor).
         floor: a width floor relative to the budget (:func:`~chipnet_zoo.threshold.floor_fraction`).
         latency_table: the :class:`~chipnet_zoo.latency.LatencyTable` of a ``latency`` budget (measured on the
@@ -71,16 +72,18 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     from .cost import CostModel
     from .gates import detach_gates
     from .groups import build_channel_graph, output_classes
-    from .latency import check_measurable, latency_metadata, resolve_table
-    from .threshold import threshold_hparams, threshold_scores
+    from .latency import check_measurable, latency_metadata, resolve_round_to, resolve_table
+    from .threshold import AUTO, check_round_to, threshold_hparams, threshold_scores
 
     budget = Budget.parse(budget)
+    round_to = check_round_to(round_to)
     wants_latency = budget.kind == "latency" or latency_table is not None
-    if wants_latency and latency_table is None:
+    if (wants_latency or round_to == AUTO) and latency_table is None:
         check_measurable(model, example_input)
     detach_gates(model)
     graph = build_channel_graph(model, example_input.detach()[:1])
     table = resolve_table(model, example_input, graph=graph, latency_table=latency_table) if wants_latency else None
+    round_to = resolve_round_to(round_to, model=model, graph=graph, example_input=example_input, latency_table=table)
     cost = CostModel(graph, table)
     scores = channel_scores(model, graph, method, seed=seed)
     keep = threshold_scores(scores, cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)

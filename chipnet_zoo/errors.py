@@ -19,10 +19,15 @@ class BudgetError(ChipNetZooError, ValueError):
 class UnreachableBudgetError(BudgetError):
     """The target is below the smallest ratio the model can reach (every group keeps >= 1 channel)."""
 
-    def __init__(self, kind: str, target: float, smallest: float, round_to: int = 1, min_keep: float = 0.0,
+    def __init__(self, kind: str, target: float, smallest: float, round_to: int | str = 1, min_keep: float = 0.0,
                  tied: bool = False):
         self.kind, self.target, self.smallest = kind, target, smallest
-        keeps = "at least one channel" if round_to == 1 else f"at least {round_to} channels (round_to)"
+        if str(round_to) == "1":
+            keeps = "at least one channel"
+        elif str(round_to).isdigit():
+            keeps = f"at least {round_to} channels (round_to)"
+        else:  # per-group block sizes (round_to="auto")
+            keeps = f"at least one block of channels, block sizes {round_to} (round_to='auto')"
         if min_keep:
             keeps += f" and at least {min_keep:g} of its channels (min_keep)"
         if tied:

@@ -80,7 +80,7 @@ MASK_FIELDS = ("device", "threads", "torch_version", "batch", "dtype", "input_si
 MEMORY_FORMATS = ("contiguous", "channels_last")
 _MAX_TABLE_BYTES = 64_000_000
 #: Layer shapes measured by this process (a cache hit measures none; tests read this).
-MEASUREMENTS = {"shapes": 0, "models": 0}
+MEASUREMENTS = {"shapes": 0, "models": 0, "widths": 0}
 
 
 # --- the key ---------------------------------------------------------------------------------------
@@ -250,6 +250,12 @@ class LatencyTable:
                 raise ValueError(f"remainder {table.remainder}")
             if doc.get("format") != TABLE_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r}, expected {TABLE_FORMAT}")
+            for sid, shape in table.shapes.items():
+                for dim, steps in shape.get("steps", {}).items():
+                    if dim not in ("in", "out") or not all(
+                            str(k).isdigit() and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                            for k, v in steps.items()):
+                        raise ValueError(f"shape {sid}: malformed width steps")
             for name in table.layers:
                 xin, xout, ms = table.grid(name)
                 if ms.shape != (len(xin), len(xout)) or not bool(torch.isfinite(ms).all()) or not (
@@ -639,6 +645,141 @@ def resolve_table(model: nn.Module, example_input: torch.Tensor, *, graph, laten
             raise TypeError(f"latency_table must be a LatencyTable, got {type(latency_table).__name__}")
         return latency_table
     return build_latency_table(model, example_input, graph=graph, progress=progress)
+
+
+# --- fast widths (round_to="auto") ------------------------------------------------------------------
+#: A width is kept as an option only if every wider one runs more than this fraction slower.
+AUTO_TOLERANCE = 0.01
+#: Widths probed per group: all of them up to this many, else this many evenly spaced ones.
+AUTO_PROBES = 64
+
+
+def probe_widths(size: int) -> list[int]:
+    """The kept widths of a group of ``size`` channels that ``round_to="auto"`` times: every width up to
+    :data:`AUTO_PROBES` channels, else the multiples of ``ceil(size / AUTO_PROBES)`` and ``size``."""
+    step = max(1, math.ceil(size / AUTO_PROBES))
+    return sorted(set(range(step, size + 1, step)) | {size})
+
+
+def fast_widths(times: Mapping[int, float], tolerance: float = AUTO_TOLERANCE) -> tuple[int, ...]:
+    """The widths worth keeping from a group's measured time per kept width: those that every wider probed
+    width runs more than ``tolerance`` slower than (the widest is always one). A width that a wider one runs
+    (nearly) as fast as is dropped: rounding up to it buys channels for free (kernels have sweet spots)."""
+    out, fastest_above = [], math.inf
+    for width in sorted(times, reverse=True):
+        if times[width] * (1.0 + tolerance) < fastest_above:
+            out.append(width)
+        fastest_above = min(fastest_above, times[width])
+    return tuple(sorted(out))
+
+
+def _group_members(graph) -> list[list[tuple[str, str, int]]]:
+    """Per group: the ``(layer, "in" | "out", fixed channels)`` whose width along that dimension is the group's
+    kept count plus the fixed channels (layers reading several groups, or one channel many times, are left
+    out; grouped-conv groups have none: they keep whole units anyway)."""
+    group_of = torch.full((graph.num_channels,), -1, dtype=torch.long)
+    for g, group in enumerate(graph.groups):
+        group_of[group.indices] = g
+    members: list[list[tuple[str, str, int]]] = [[] for _ in graph.groups]
+    for layer in graph.layers:
+        if layer.kind not in ("conv", "linear"):
+            continue
+        dims = [("out", layer.out_global, layer.out_channels)]
+        if not layer.depthwise:
+            dims.append(("in", layer.in_global, layer.in_channels))
+        for dim, chans, full in dims:
+            if chans.numel() == 0 or chans.unique().numel() != chans.numel():
+                continue
+            owners = group_of[chans].unique()
+            g = int(owners[0])
+            if owners.numel() == 1 and g >= 0 and graph.groups[g].granularity == 1:
+                members[g].append((layer.name, dim, full - chans.numel()))
+    return members
+
+
+def _measure_steps(table: LatencyTable, sid: str, dim: str, widths: Sequence[int], device: torch.device,
+                   repeats: int, warmup: int) -> dict[str, float]:
+    """Time layer shape ``sid`` at every width in ``widths`` along ``dim`` (the other dimension full)."""
+    spec = table.shapes[sid]["spec"]
+    dtype = getattr(torch, table.key["dtype"])
+    fmt = torch.channels_last if table.key["memory_format"] == "channels_last" and len(spec["input"]) == 4 else None
+    full_in, full_out = spec["in_grid"][-1], spec["out_grid"][-1]
+    fns = []
+    for w in widths:
+        n_in, n_out = (full_in, w) if dim == "out" else (w, full_out)
+        shape = list(spec["input"])
+        shape[spec["channel_dim"]] = n_out if spec["depthwise"] else n_in
+        x = torch.randn(shape, device=device, dtype=dtype)
+        layer = _make_layer(spec, n_in, n_out).to(device=device, dtype=dtype).eval()
+        if fmt is not None:
+            x, layer = x.contiguous(memory_format=fmt), layer.to(memory_format=fmt)
+        fns.append(functools.partial(layer, x))
+    MEASUREMENTS["widths"] += len(widths)
+    return {str(w): ms for w, ms in zip(widths, interleaved_medians(fns, device, repeats=repeats, warmup=warmup))}
+
+
+def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int | None = None,
+                  warmup: int | None = None, tolerance: float = AUTO_TOLERANCE, progress: bool = True
+                  ) -> tuple[int | tuple[int, ...], ...]:
+    """Per group of ``graph``, the widths it may keep because they run fast on this device (``round_to="auto"``).
+
+    Every layer that reads or writes a group is timed at each of the group's :func:`probe_widths` (the other
+    dimension full, at the table's batch, dtype, input size and memory format; interleaved medians); summed
+    per group, :func:`fast_widths` keeps the widths that no wider one runs (nearly) as fast as. Groups around
+    grouped convs, and groups no timed layer reads or writes alone, keep their plain granularity (``1``).
+    The times are stored in the table (``steps`` of each layer shape) and the cached table is rewritten, so
+    each width is measured once per table.
+
+    Raises:
+        LatencyTableError: the table was measured on another machine (the widths are timed here, on the
+            model's device), or for another model.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    here = machine_key(device)
+    diffs = [k for k in MACHINE_FIELDS if table.key.get(k) != here[k]]
+    if diffs:
+        raise LatencyTableError(f"round_to='auto' times widths on this machine, but the latency table was measured "
+                                f"on another ({', '.join(diffs)} differ): measure a table here")
+    table.predictor(graph)  # checks that the table is this model's
+    repeats = DEFAULT_REPEATS if repeats is None else int(repeats)
+    warmup = DEFAULT_WARMUP if warmup is None else int(warmup)
+    members = _group_members(graph)
+    needed: dict[tuple[str, str], set[int]] = {}
+    for group, layers in zip(graph.groups, members):
+        for name, dim, const in layers:
+            needed.setdefault((table.layers[name], dim), set()).update(const + k for k in probe_widths(group.size))
+    todo = [(sid, dim, sorted(w for w in widths if str(w) not in table.shapes[sid].get("steps", {}).get(dim, {})))
+            for (sid, dim), widths in needed.items()]
+    todo = [t for t in todo if t[2]]
+    for sid, dim, widths in tqdm(todo, desc="fast widths", disable=not progress or not todo, unit="shape"):
+        steps = table.shapes[sid].setdefault("steps", {}).setdefault(dim, {})
+        steps.update(_measure_steps(table, sid, dim, widths, device, repeats, warmup))
+    if todo and table.path is not None:
+        table.save(table.path)
+    out: list[int | tuple[int, ...]] = []
+    for group, layers in zip(graph.groups, members):
+        if not layers:
+            out.append(1)
+            continue
+        times = {k: sum(table.shapes[table.layers[name]]["steps"][dim][str(const + k)] for name, dim, const in layers)
+                 for k in probe_widths(group.size)}
+        out.append(fast_widths(times, tolerance))
+    return tuple(out)
+
+
+def resolve_round_to(round_to, *, model: nn.Module, graph, example_input: torch.Tensor,
+                     latency_table: LatencyTable | None = None, progress: bool = True):
+    """``round_to`` as the thresholding takes it: ``"auto"`` becomes :func:`auto_round_to` against
+    ``latency_table`` (or a table measured, or read from the cache, for ``model`` here); anything else is
+    checked (:func:`~chipnet_zoo.threshold.check_round_to`) and returned."""
+    from .threshold import AUTO, check_round_to
+
+    round_to = check_round_to(round_to)
+    if round_to != AUTO:
+        return round_to
+    table = resolve_table(model, example_input, graph=graph, latency_table=latency_table, progress=progress)
+    return auto_round_to(table, model, graph, progress=progress)
 
 
 # --- masks -------------------------------------------------------------------------------------------

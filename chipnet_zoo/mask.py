@@ -290,7 +290,7 @@ class Mask:
         return slim_model(plain, graph, self.keep_vector(), x)
 
     def rethreshold(self, budget: Budget | str, *, model: nn.Module | None = None,
-                    example_input: torch.Tensor | None = None, round_to: int | None = None,
+                    example_input: torch.Tensor | None = None, round_to: int | str | None = None,
                     min_keep: float | None = None, floor: float | None = None, latency_table=None) -> Mask:
         """A new mask from this mask's scores, thresholded at ``budget`` on ``model``.
 
@@ -299,6 +299,9 @@ class Mask:
         ``round_to``, ``min_keep`` and ``floor`` default to the ones the mask was made with (``hparams``, else
         1, 0 and 0); a ``floor`` is relative to the budget, so it is recomputed for the new one. Groups
         around grouped convs keep whole units: a multiple of ``lcm(round_to, group.granularity)`` channels.
+        A mask made with ``round_to="auto"`` keeps its recorded per-group blocks on a model with the same
+        groups, unless ``latency_table`` is given: then the fast widths are measured again on ``model``'s
+        device against that table (:func:`~chipnet_zoo.latency.auto_round_to`), as for ``round_to="auto"``.
 
         A ``latency`` budget needs ``latency_table``, a :class:`~chipnet_zoo.latency.LatencyTable` measured for
         ``model`` at this input size (``build_latency_table(model, example_input)``): it is never measured here,
@@ -325,7 +328,7 @@ class Mask:
         graph = self._graph_for(model, x)
         cost = CostModel(graph, latency_table)
         hparams = self.metadata.get("hparams") or {}
-        round_to = int(hparams.get("round_to", 1)) if round_to is None else round_to
+        round_to = _rethreshold_round_to(hparams, round_to, graph, model, x, latency_table)
         min_keep = float(hparams.get("min_keep", 0.0)) if min_keep is None else min_keep
         floor = float(hparams.get("floor", 0.0)) if floor is None else floor
         keep = threshold_scores(self.score_vector(), cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
@@ -444,3 +447,25 @@ def _canonical_header(data: bytes) -> bytes:
     raw = json.dumps(ordered, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
+
+
+def _rethreshold_round_to(hparams: Mapping[str, Any], round_to, graph, model: nn.Module, x: torch.Tensor,
+                          latency_table):
+    """The ``round_to`` of :meth:`Mask.rethreshold`: the argument, else the mask's own; ``"auto"`` is measured
+    against ``latency_table``, or without one reuses the recorded per-group blocks (same groups only)."""
+    from .latency import resolve_round_to
+    from .threshold import AUTO, check_round_to
+
+    if round_to is None:
+        round_to = hparams.get("round_to", 1)
+    round_to = check_round_to(round_to)
+    if round_to != AUTO:
+        return round_to
+    if latency_table is not None:
+        return resolve_round_to(AUTO, model=model, graph=graph, example_input=x, latency_table=latency_table)
+    recorded = hparams.get("round_to_groups")
+    if isinstance(recorded, list) and len(recorded) == len(graph.groups):
+        return check_round_to(tuple(recorded))
+    raise LatencyTableError("round_to='auto' needs latency_table=, a table measured for the model here "
+                            "(chipnet_zoo.latency.build_latency_table(model, example_input)): this mask records no "
+                            "per-group widths to reuse")

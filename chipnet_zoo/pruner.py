@@ -20,12 +20,14 @@ from .errors import UnreachableBudgetError
 from .evaluation import evaluate
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
 from .groups import build_channel_graph, output_classes
-from .latency import LatencyTable, check_measurable, latency_metadata, resolve_table
+from .latency import LatencyTable, check_measurable, latency_metadata, resolve_round_to, resolve_table
 from .mask import Mask
 from .slim import verify_model
 from .threshold import (
+    AUTO,
     check_min_keep,
     check_round_to,
+    describe_round_to,
     floor_fraction,
     smallest_mask,
     threshold_hparams,
@@ -122,6 +124,8 @@ class ChipNetPruner:
         round_to: every group keeps a multiple of this many channels (or all of them); 8 or 16
             makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md). Groups
             around grouped convs keep a multiple of ``lcm(round_to, group.granularity)`` channels.
+            ``"auto"``: per group, the block whose multiples the latency table's device runs fast
+            (:func:`~chipnet_zoo.latency.auto_round_to`; measured once per table, on the model's device).
         min_keep: every group keeps at least this fraction of its channels (an absolute width floor).
         floor: a width floor relative to the budget: every group keeps at least the width of a uniformly
             thinned model that spends this share of the budget (:func:`~chipnet_zoo.threshold.floor_fraction`);
@@ -152,13 +156,13 @@ class ChipNetPruner:
     def __init__(self, model: nn.Module, budget: Budget | str, *, example_input: torch.Tensor,
                  classifier_name: str | None = None, schedule: GateSchedule | None = None,
                  init_scale: float = 0.01, psi_travel: float = DEFAULT_PSI_TRAVEL,
-                 group_normalize: bool = True, round_to: int = 1, min_keep: float = 0.0,
+                 group_normalize: bool = True, round_to: int | str = 1, min_keep: float = 0.0,
                  floor: float = DEFAULT_FLOOR, check: bool = True, latency_table: LatencyTable | None = None):
         self.budget = Budget.parse(budget)
-        wants_latency = self.budget.kind == "latency" or latency_table is not None
-        if wants_latency and latency_table is None:
-            check_measurable(model, example_input)  # fail before the (slow) graph if no table can be measured
         self.round_to = check_round_to(round_to)
+        wants_latency = self.budget.kind == "latency" or latency_table is not None
+        if (wants_latency or self.round_to == AUTO) and latency_table is None:
+            check_measurable(model, example_input)  # fail before the (slow) graph if no table can be measured
         self.min_keep = check_min_keep(min_keep)
         self.floor = check_min_keep(floor)
         self.model = model
@@ -169,6 +173,8 @@ class ChipNetPruner:
         self.graph = build_channel_graph(model, self.example_input, classifier_name)
         table = (resolve_table(model, example_input, graph=self.graph, latency_table=latency_table)
                  if wants_latency else None)
+        self.round_to = resolve_round_to(self.round_to, model=model, graph=self.graph, example_input=example_input,
+                                         latency_table=table)
         self.cost = CostModel(self.graph, table)
         if check:
             verify_model(model, self.graph, self.example_input, self.cost)
@@ -176,7 +182,7 @@ class ChipNetPruner:
                                                                        self.cost, self.round_to, self.min_keep).double()))
         # a budget-relative floor always fits (it spends a share of the budget); an absolute one may not
         if smallest > self.budget.value + 1e-12:
-            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, self.round_to,
+            raise UnreachableBudgetError(self.budget.kind, self.budget.value, smallest, describe_round_to(self.round_to),
                                          self.min_keep, self.graph.tied)
         device = next(model.parameters()).device
         self.gates = ChipNetGates(self.graph, init_scale, self.schedule, group_normalize).to(device)

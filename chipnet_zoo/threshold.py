@@ -9,7 +9,8 @@ mask is as close to the budget as the channel granularity allows.
 ``round_to=r`` keeps a multiple of ``r`` channels in every group (or the whole group): the unit of
 pruning becomes a block of ``r`` channels of one group, taken in score order. CPU and GPU kernels
 run much closer to their ideal speed on such widths (docs/benchmarks.md); the ratio is still a ceiling,
-only coarser.
+only coarser. ``round_to`` may also be a tuple with one block size per group (what ``round_to="auto"``
+resolves to: per group, the widths a latency table shows are fast, :func:`chipnet_zoo.latency.auto_round_to`).
 
 Groups around grouped convolutions (RegNet, ResNeXt) keep channels in *units*, one channel at the same
 position of every convolution group (``group.granularity`` channels, see :mod:`chipnet_zoo.groups`);
@@ -31,11 +32,48 @@ from .errors import UnreachableBudgetError
 _EPS = 1e-12
 
 
-def check_round_to(round_to: int) -> int:
-    """``round_to`` as an ``int``; ``ValueError`` unless it is a positive integer."""
-    if int(round_to) != round_to or round_to < 1:
-        raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
+#: ``round_to`` as the thresholding takes it: one block size for every group, or per group a block size or
+#: the widths it may keep (:func:`group_widths`).
+RoundTo = int | tuple[int | tuple[int, ...], ...]
+#: The ``round_to`` that is resolved per group from a measured latency table.
+AUTO = "auto"
+
+
+def check_round_to(round_to: int | str | tuple) -> int | str | tuple:
+    """``round_to`` as an ``int``, ``"auto"`` or a per-group tuple (of block sizes or of tuples of widths);
+    ``ValueError`` otherwise."""
+    if isinstance(round_to, str):
+        if round_to.strip().lower() == AUTO:
+            return AUTO
+        try:
+            round_to = int(round_to)
+        except ValueError:
+            raise ValueError(f"round_to must be a positive integer or 'auto', got {round_to!r}") from None
+    if isinstance(round_to, (tuple, list)):
+        return tuple(tuple(sorted({_check_block(w) for w in r})) if isinstance(r, (tuple, list)) and r
+                     else _check_block(r) for r in round_to)
+    return _check_block(round_to)
+
+
+def _check_block(round_to) -> int:
+    if isinstance(round_to, bool) or not isinstance(round_to, (int, float)) or int(round_to) != round_to \
+            or round_to < 1:
+        raise ValueError(f"round_to must be a positive integer or 'auto', got {round_to!r}")
     return int(round_to)
+
+
+def per_group(graph, round_to: RoundTo) -> tuple[int | tuple[int, ...], ...]:
+    """The block size (or widths) of every group of ``graph`` (``ValueError`` for a tuple of another length)."""
+    if isinstance(round_to, tuple):
+        if len(round_to) != len(graph.groups):
+            raise ValueError(f"round_to has {len(round_to)} block sizes, the model has {len(graph.groups)} groups")
+        return round_to
+    return (int(round_to),) * len(graph.groups)
+
+
+def describe_round_to(round_to: RoundTo) -> str:
+    """``round_to`` for messages: ``"4"``, or ``"per group"``."""
+    return "per group" if isinstance(round_to, tuple) else str(round_to)
 
 
 def check_min_keep(min_keep: float) -> float:
@@ -45,11 +83,15 @@ def check_min_keep(min_keep: float) -> float:
     return float(min_keep)
 
 
-def threshold_hparams(round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0) -> dict[str, int | float]:
+def threshold_hparams(round_to: RoundTo = 1, min_keep: float = 0.0, floor: float = 0.0) -> dict[str, object]:
     """The thresholding settings a mask records in its ``hparams`` (only those that differ from the plain
-    thresholding), so that :meth:`~chipnet_zoo.mask.Mask.rethreshold` can apply them again."""
-    out: dict[str, int | float] = {}
-    if round_to != 1:
+    thresholding), so that :meth:`~chipnet_zoo.mask.Mask.rethreshold` can apply them again. Per-group block
+    sizes (``round_to="auto"``) are recorded as ``round_to: "auto"`` and ``round_to_groups: [...]``."""
+    out: dict[str, object] = {}
+    if isinstance(round_to, tuple):
+        out["round_to"] = AUTO
+        out["round_to_groups"] = [list(r) if isinstance(r, tuple) else int(r) for r in round_to]
+    elif round_to != 1:
         out["round_to"] = int(round_to)
     if min_keep:
         out["min_keep"] = float(min_keep)
@@ -64,14 +106,27 @@ def block_size(group, round_to: int = 1) -> int:
     return round_to if group.granularity == 1 else math.lcm(round_to, group.granularity)
 
 
-def forced_blocks(group_size: int, round_to: int = 1, min_keep: float = 0.0) -> int:
-    """How many leading blocks of ``round_to`` channels (a group's :func:`block_size`) a group of
-    ``group_size`` always keeps: enough for ``ceil(min_keep · group_size)`` channels, and at least one."""
-    need = max(1, math.ceil(min_keep * group_size - 1e-9))
-    return max(1, min(math.ceil(need / round_to), math.ceil(group_size / round_to)))
+def group_widths(group, spec: int | tuple[int, ...] = 1) -> tuple[int, ...]:
+    """The channel counts ``group`` may keep, ascending and ending at its size: the multiples of its
+    :func:`block_size` for an ``int`` ``spec``, or the given widths (``round_to="auto"``'s fast widths)."""
+    if isinstance(spec, tuple):
+        widths = tuple(sorted({int(w) for w in spec if int(w) < group.size} | {group.size}))
+        if widths[0] < 1 or any(w % group.granularity for w in widths):
+            raise ValueError(f"group {group.name!r}: widths {spec} must be positive multiples of "
+                             f"{group.granularity} up to {group.size}")
+        return widths
+    block = block_size(group, spec)
+    return tuple(range(block, group.size, block)) + (group.size,)
 
 
-def floor_fraction(cost: CostModel, budget: Budget | str, share: float, round_to: int = 1) -> float:
+def forced_blocks(widths: tuple[int, ...], min_keep: float = 0.0) -> int:
+    """How many leading blocks of a group with kept widths ``widths`` (:func:`group_widths`) are always
+    kept: enough for ``ceil(min_keep · size)`` channels, and at least one."""
+    need = max(1, math.ceil(min_keep * widths[-1] - 1e-9))
+    return next(i + 1 for i, w in enumerate(widths) if w >= need)
+
+
+def floor_fraction(cost: CostModel, budget: Budget | str, share: float, round_to: RoundTo = 1) -> float:
     """The width floor of a budget: the largest fraction ``w`` such that keeping ``ceil(w · size)`` channels
     of every group (a uniformly thinned model) costs at most ``share`` of ``budget``. ``share=0.5`` reserves
     half the budget for a uniform skeleton, so no group can collapse to a single channel while another
@@ -80,22 +135,23 @@ def floor_fraction(cost: CostModel, budget: Budget | str, share: float, round_to
     if share <= 0:
         return 0.0
     cache = cost.__dict__.setdefault("_floor_fractions", {})  # thresholding calls this often, same answer
-    key = (budget, float(share), int(round_to))
+    rounds = per_group(cost.graph, round_to)
+    key = (budget, float(share), rounds)
     if key not in cache:
-        cache[key] = _floor_fraction(cost, budget, share, round_to)
+        cache[key] = _floor_fraction(cost, budget, share, rounds)
     return cache[key]
 
 
-def _floor_fraction(cost: CostModel, budget: Budget, share: float, round_to: int) -> float:
+def _floor_fraction(cost: CostModel, budget: Budget, share: float, rounds: tuple[int, ...]) -> float:
     limit = share * budget.value
     zeros = torch.zeros(cost.graph.num_channels, dtype=torch.float64)
     # each group's blocks in one fixed order (the ratio depends only on how many blocks a group keeps)
-    groups = [(g.size, block_size(g, round_to), _group_blocks(zeros, g, round_to)) for g in cost.graph.groups]
+    groups = [(group_widths(g, r), _group_blocks(zeros, g, r)) for g, r in zip(cost.graph.groups, rounds)]
 
     def fits(w: float) -> bool:
         keep = torch.zeros(cost.graph.num_channels, dtype=torch.float64)
-        for size, block, blocks in groups:
-            keep[torch.cat(blocks[:forced_blocks(size, block, w)])] = 1.0
+        for widths, blocks in groups:
+            keep[torch.cat(blocks[:forced_blocks(widths, w)])] = 1.0
         return float(cost.ratio(budget.kind, keep)) <= limit + _EPS
 
     if not fits(0.0):
@@ -107,42 +163,42 @@ def _floor_fraction(cost: CostModel, budget: Budget, share: float, round_to: int
     return lo
 
 
-def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: int = 1, min_keep: float = 0.0) -> torch.Tensor:
+def smallest_mask(scores: torch.Tensor, cost: CostModel, round_to: RoundTo = 1,
+                  min_keep: float = 0.0) -> torch.Tensor:
     """The mask that keeps only the best-scoring channel (``round_to``: block) of every group, or with
     ``min_keep`` the best-scoring ``ceil(min_keep · size)`` channels (rounded up to whole blocks)."""
     forced = torch.zeros(scores.numel(), dtype=torch.bool)
-    for group in cost.graph.groups:
-        blocks = _group_blocks(scores, group, round_to)
-        forced[torch.cat(blocks[:forced_blocks(group.size, block_size(group, round_to), min_keep)])] = True
+    for group, r in zip(cost.graph.groups, per_group(cost.graph, round_to)):
+        blocks = _group_blocks(scores, group, r)
+        forced[torch.cat(blocks[:forced_blocks(group_widths(group, r), min_keep)])] = True
     return forced
 
 
-def _group_blocks(scores: torch.Tensor, group, round_to: int) -> list[torch.Tensor]:
-    """A group's channels (global indices) in descending score order (ties by index), cut into blocks
-    of ``round_to``. With tied units (grouped convs) the units are ranked by their mean score and a
-    block is ``lcm(round_to, granularity)`` channels of whole units."""
+def _group_blocks(scores: torch.Tensor, group, spec: int | tuple[int, ...]) -> list[torch.Tensor]:
+    """A group's channels (global indices) in descending score order (ties by index), cut into blocks at
+    its :func:`group_widths`. With tied units (grouped convs) the units are ranked by their mean score and
+    the blocks hold whole units."""
     t = group.granularity
     if t == 1:
-        local = torch.sort(-scores[group.indices].double(), stable=True).indices
-        return list((local + group.offset).split(round_to))
-    units = group.units()
-    order = torch.sort(-scores[units].double().mean(1), stable=True).indices
-    return list(units[order].flatten().split(math.lcm(round_to, t)))
+        ranked = torch.sort(-scores[group.indices].double(), stable=True).indices + group.offset
+    else:
+        units = group.units()
+        ranked = units[torch.sort(-scores[units].double().mean(1), stable=True).indices].flatten()
+    widths = group_widths(group, spec)
+    return list(ranked.split([b - a for a, b in zip((0,) + widths[:-1], widths)]))
 
 
-def _block_scores(scores: torch.Tensor, group, round_to: int) -> list[float]:
+def _block_scores(scores: torch.Tensor, group, spec: int | tuple[int, ...]) -> list[float]:
     """The score of each of :func:`_group_blocks`' blocks: its weakest unit's (mean) score, so a group's
     blocks rank in order (vectorised: the last unit of each block in descending order)."""
     t = group.granularity
     unit_scores = scores[group.indices].double() if t == 1 else scores[group.units()].double().mean(1)
     ranked = -torch.sort(-unit_scores, stable=True).values
-    per_block = round_to if t == 1 else math.lcm(round_to, t) // t
-    n = ranked.numel()
-    return ranked[torch.arange(per_block, n + per_block, per_block).clamp(max=n) - 1].tolist()
+    return ranked[torch.tensor(group_widths(group, spec)) // t - 1].tolist()
 
 
 def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str, *,
-                     round_to: int = 1, min_keep: float = 0.0, floor: float = 0.0,
+                     round_to: RoundTo = 1, min_keep: float = 0.0, floor: float = 0.0,
                      latency_table=None) -> torch.Tensor:
     """The boolean keep-mask over all channels that meets ``budget`` exactly (a ceiling).
 
@@ -150,8 +206,10 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
         scores: one score per global channel (higher = more important), e.g. ChipNet's gate z.
         cost: the model's cost model.
         budget: the budget, e.g. ``Budget("flops", 0.25)`` or ``"flops:0.25"``.
-        round_to: keep a multiple of this many channels per group (or the whole group); groups around
-            grouped convs keep a multiple of ``lcm(round_to, group.granularity)``.
+        round_to: keep a multiple of this many channels per group (or the whole group), or a tuple with one
+            such block size per group; groups around grouped convs keep a multiple of
+            ``lcm(round_to, group.granularity)``. (``"auto"`` is resolved before this, from a latency table:
+            :func:`chipnet_zoo.latency.resolve_round_to`.)
         min_keep: every group keeps at least this fraction of its channels (its best-scoring ones),
             a width floor; ``0`` keeps at least one channel (unit).
         floor: a width floor relative to the budget (see :func:`floor_fraction`): every group keeps at
@@ -170,14 +228,18 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     if scores.numel() != cost.graph.num_channels:
         raise ValueError(f"expected {cost.graph.num_channels} scores, got {scores.numel()}")
     round_to, min_keep = check_round_to(round_to), check_min_keep(min_keep)
+    if round_to == AUTO:
+        raise ValueError("round_to='auto' must be resolved per group first (chipnet_zoo.latency.resolve_round_to)")
+    rounds = per_group(cost.graph, round_to)
     if check_min_keep(floor) > 0:
         min_keep = max(min_keep, floor_fraction(cost, budget, floor, round_to))
     forced = smallest_mask(scores, cost, round_to, min_keep)
     smallest = float(cost.ratio(budget.kind, forced.to(torch.float64)))
     if smallest > budget.value + _EPS:
-        raise UnreachableBudgetError(budget.kind, budget.value, smallest, round_to, min_keep, cost.graph.tied)
-    if round_to > 1 or cost.graph.tied:
-        return _threshold_blocks(scores, cost, budget, round_to, forced, min_keep)
+        raise UnreachableBudgetError(budget.kind, budget.value, smallest, describe_round_to(round_to), min_keep,
+                                     cost.graph.tied)
+    if any(r != 1 for r in rounds) or cost.graph.tied:
+        return _threshold_blocks(scores, cost, budget, rounds, forced, min_keep)
     # rank: descending score, ties by ascending index (stable sort on the negated scores)
     order = torch.sort(-scores, stable=True).indices
     free = order[~forced[order]]
@@ -185,15 +247,15 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
     return _fill(mask, order, cost, budget)
 
 
-def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, round_to: int,
+def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rounds: tuple[int, ...],
                       forced: torch.Tensor, min_keep: float = 0.0) -> torch.Tensor:
-    """:func:`threshold_scores` over blocks of ``round_to`` channels. A block's score is its lowest
+    """:func:`threshold_scores` over blocks of ``rounds[g]`` channels in group ``g``. A block's score is its lowest
     channel's, so each group's blocks rank in order and any prefix of the global ranking keeps a
     prefix of every group's blocks; a fill pass then adds, in rank order, next blocks that still fit."""
     blocks: list[tuple[float, int, int, torch.Tensor]] = []  # (score, group, position, indices)
     kept = []  # per group: how many of its blocks are kept (a prefix); the forced ones first
-    for g, group in enumerate(cost.graph.groups):
-        kept.append(forced_blocks(group.size, block_size(group, round_to), min_keep))
+    for g, (group, round_to) in enumerate(zip(cost.graph.groups, rounds)):
+        kept.append(forced_blocks(group_widths(group, round_to), min_keep))
         group_blocks = _group_blocks(scores, group, round_to)
         for pos, (block, score) in enumerate(zip(group_blocks, _block_scores(scores, group, round_to))):
             if pos >= kept[g]:  # the leading blocks of every group are forced

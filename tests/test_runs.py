@@ -298,6 +298,18 @@ def test_prune_round_to(capsys, tmp_path, chain):
     assert main(["prune", "--from", str(chain["train"]), "--budget", "channels:0.5", "--round-to", "0",
                  "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
     assert "round_to must be a positive integer" in capsys.readouterr().err
+    # auto: per group, widths measured on this machine (a table at the run's example batch), recorded in the mask
+    out = tmp_path / "auto"
+    metrics = cli_json(capsys, "prune", "--from", str(chain["train"]), "--budget", "flops:0.5", "--round-to", "auto",
+                       "--epochs", "1", "--out", str(out))
+    mask = cz.Mask.load(out / "mask.safetensors")
+    assert mask.metadata["hparams"]["round_to"] == "auto" and metrics["ratios"]["flops"] <= 0.5
+    widths = mask.metadata["hparams"]["round_to_groups"]
+    assert all(int(k.sum()) in w for k, w in zip(mask.keep.values(), widths))
+    assert json.loads((out / "config.json").read_text())["resolved"]["recipe"]["phase"]["round_to"] == "auto"
+    assert main(["prune", "--from", str(chain["train"]), "--budget", "flops:0.5", "--round-to", "fast",
+                 "--out", str(tmp_path / "bad2"), "--no-progress"]) == 1
+    assert "or 'auto'" in capsys.readouterr().err
 
 
 def test_a_run_folder_in_use_is_refused_or_waited_for(capsys, tmp_path, chain):

@@ -43,9 +43,10 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
                    help="e.g. flops:0.25 (kinds: channels, volume, params, flops, latency: measured on this machine, docs/latency.md)" if kind == "prune"
                    else "re-threshold the mask's scores at this budget" if kind == "finetune" else argparse.SUPPRESS)
     if kind == "prune":
-        p.add_argument("--round-to", type=int, metavar="N",
+        p.add_argument("--round-to", type=_round_to_arg, metavar="N|auto",
                        help="every channel group keeps a multiple of N channels (or all of them); e.g. 8 for "
-                            "widths that run near their ideal speed (default: the recipe's, 1)")
+                            "widths that run near their ideal speed; 'auto': per group, the widths this machine "
+                            "runs fast, measured once (docs/latency.md) (default: the recipe's, 1)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, help="training seed (default 0, or the --from run's)")
@@ -141,3 +142,9 @@ def _json_safe(x):
     if isinstance(x, list | tuple):
         return [_json_safe(v) for v in x]
     return x
+
+
+def _round_to_arg(text: str) -> int | str:
+    """``--round-to``: an integer, else the text (``auto``); the recipe check reports a bad value."""
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else text

@@ -53,7 +53,7 @@ class RunRequest:
     workers: int = 0
     progress: bool = True
     latency_repeats: int = 10
-    round_to: int | None = None  # prune: channel counts in multiples of this (overrides the recipe)
+    round_to: int | str | None = None  # prune: channel counts in multiples of this, or 'auto' (overrides the recipe)
     wait_for_lock: bool = False  # another process on the same run folder: wait (True) or fail (False)
     argv: list[str] = field(default_factory=list)
 

@@ -10,6 +10,7 @@ import torch
 
 from ..distributed import gather_strings, tensors_digest
 from ..mask_plot import save_kept_channels
+from ..threshold import check_round_to
 from .evaluate import final_metrics
 from .folder import CURVES, KEPT_PLOT, MASK, PRUNED_WEIGHTS
 from .plots import plot_curves
@@ -29,7 +30,7 @@ def prune_phase(session: RunSession) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     kwargs = {key: float(phase[key]) for key in ("psi_travel", "min_keep", "floor") if phase.get(key) is not None}
     pruner = ChipNetPruner(model, options.budget, example_input=session.example_input(acc.device),
-                           round_to=int(phase.get("round_to", 1)), **kwargs)
+                           round_to=check_round_to(phase.get("round_to", 1)), **kwargs)
     if session.resume_state is not None:
         pruner.load_state_dict(session.resume_state["pruner"])
         session.restore_epoch(pruner.history)
