@@ -318,7 +318,8 @@ def test_registry_index_card_and_list_show_where_a_latency_mask_was_measured(mod
     import json
 
     from chipnet_zoo.cli import main
-    from chipnet_zoo.errors import IndexFormatError
+    from chipnet_zoo.errors import EntryNotFoundError, IndexFormatError, InvalidKeyError
+    from chipnet_zoo.registry.keys import machine_tag
 
     mask = cz.ChipNetPruner(model32, "latency:0.5", example_input=x32, latency_table=recorded).mask()
     registry = cz.MaskRegistry(tmp_path / "registry")
@@ -331,6 +332,25 @@ def test_registry_index_card_and_list_show_where_a_latency_mask_was_measured(mod
     assert "measured on" in card and device in card and f"{mask.ratios['latency']:.4f}" in card
     assert main(["list", "--registry", str(tmp_path / "registry")]) == 0
     assert "measured on" in capsys.readouterr().out
+    # the key names the machine; a key without one finds the only mask at that budget
+    assert entry.key == f"resnet8/synthetic/latency-0.5-{machine_tag(mask.metadata['latency'])}"
+    assert torch.equal(registry.pull("resnet8/synthetic/latency-0.5").keep_vector(), mask.keep_vector())
+    # the same budget measured elsewhere is another entry; the key without a machine is then ambiguous
+    elsewhere = mask.with_metadata(dataset="synthetic", latency={**mask.metadata["latency"], "device": "cuda:Other GPU"})
+    other = registry.push(elsewhere)
+    assert other.key != entry.key and ".b16." in other.key and "/latency-0.5-cuda.other.gpu.b16." in other.key
+    with pytest.raises(EntryNotFoundError, match="different machines"):
+        registry.pull("resnet8/synthetic/latency-0.5")
+    assert registry.pull(other.key).metadata["latency"]["device"] == "cuda:Other GPU"
+    assert {e.key for e in registry.list()} == {entry.key, other.key}
+    # a tag that does not match the record, or on another budget kind, is refused
+    with pytest.raises(InvalidKeyError, match="only a latency budget"):
+        registry.pull("resnet8/synthetic/flops-0.5-cpu.b1.abcdef")
+    index = json.loads((tmp_path / "registry" / "index.json").read_text())
+    index["entries"][0]["key"] = index["entries"][0]["key"].rsplit(".", 1)[0] + ".000000"
+    (tmp_path / "registry" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(IndexFormatError, match="machine tag"):
+        cz.MaskRegistry(tmp_path / "registry").list()
     index["entries"][0]["latency"] = {"device": {"nested": "object"}}
     (tmp_path / "registry" / "index.json").write_text(json.dumps(index))
     with pytest.raises(IndexFormatError, match="latency"):

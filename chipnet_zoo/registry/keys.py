@@ -7,17 +7,45 @@ or ``_``, and holds no ``..`` or ``--``. A ``/`` inside an architecture or datas
 (``tv--resnet50/cifar10/flops-0.25``); the encoding is reversible because ``--`` is not allowed in a
 segment. ``tv/resnet50/cifar10/flops-0.25`` is accepted too (extra leading segments belong to the
 architecture).
+
+A latency budget is measured on one machine, so a latency key carries where: its budget segment ends in a
+**machine tag** (``resnet56/cifar10/latency-0.3-cpu.amd.epyc.7b13.b1.aff0a5``: device, batch size and a
+digest of everything else the table's key holds, :func:`machine_tag`). Masks for the same budget measured
+on two machines are two entries.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from ..budget import BUDGET_KINDS, Budget
 from ..errors import InvalidKeyError
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_TAG = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
 MAX_KEY_LENGTH = 200
+#: Characters of the device name kept in a machine tag (the digest tells longer names apart).
+_TAG_DEVICE_CHARS = 32
+
+
+def machine_tag(latency: Mapping[str, Any]) -> str:
+    """The machine tag of a latency mask's key from what it records (``metadata["latency"]``): the device name
+    (lower case, words joined by ``.``), ``b<batch>`` and 6 hex digits of a digest of the whole record but
+    the dense latency (threads, torch version, dtype, input size, memory format, model fingerprint).
+
+    Example:
+        >>> machine_tag({"device": "cpu:AMD EPYC 7B13", "batch": 1, "threads": 2})
+        'cpu.amd.epyc.7b13.b1.aff0a5'
+    """
+    device = ".".join(re.findall(r"[a-z0-9]+", str(latency.get("device", "unknown")).lower()))
+    device = device[:_TAG_DEVICE_CHARS].strip(".") or "unknown"
+    record = {k: v for k, v in latency.items() if k != "dense_ms"}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{device}.b{latency.get('batch', 0)}.{digest}"
 
 
 def _check_segment(segment: str, what: str) -> str:
@@ -43,17 +71,40 @@ def decode_name(segment: str, what: str = "name") -> str:
     return "/".join(_check_segment(part, what) for part in segment.split("--"))
 
 
-def make_key(*, arch: str, dataset: str, budget: Budget | str) -> str:
-    """The canonical key of ``arch`` on ``dataset`` at ``budget`` (a ``Budget`` or ``"kind:value"``).
+def make_key(*, arch: str, dataset: str, budget: Budget | str, machine: str | None = None) -> str:
+    """The canonical key of ``arch`` on ``dataset`` at ``budget`` (a ``Budget`` or ``"kind:value"``);
+    ``machine``: the :func:`machine_tag` of a latency budget (a latency key without one names no machine).
 
     Example:
         >>> make_key(arch="tv/resnet50", dataset="cifar10", budget="flops:0.25")
         'tv--resnet50/cifar10/flops-0.25'
         >>> make_key(arch="resnet8", dataset="cifar10", budget=Budget("params", 0.5))
         'resnet8/cifar10/params-0.5'
+        >>> make_key(arch="resnet8", dataset="cifar10", budget="latency:0.3", machine="cpu.b1.0d7ab0")
+        'resnet8/cifar10/latency-0.3-cpu.b1.0d7ab0'
     """
     b = Budget.parse(budget)
-    return f"{encode_name(arch, 'architecture')}/{encode_name(dataset, 'dataset')}/{b.slug}"
+    slug = b.slug
+    if machine is not None:
+        slug += f"-{_check_tag(machine, b, slug)}"
+    return f"{encode_name(arch, 'architecture')}/{encode_name(dataset, 'dataset')}/{slug}"
+
+
+def _check_tag(machine: str, budget: Budget, key: str) -> str:
+    if budget.kind != "latency":
+        raise InvalidKeyError(f"invalid key {key!r}: only a latency budget names a machine ({machine!r})", key=key)
+    if not isinstance(machine, str) or not _TAG.fullmatch(machine):
+        raise InvalidKeyError(f"invalid machine tag {machine!r} in key {key!r}: lower-case letters and digits "
+                              "joined by '.' or '-'", key=key)
+    return machine
+
+
+def split_key(key: str) -> tuple[str, str, Budget, str | None]:
+    """:func:`parse_key` plus the key's machine tag (``None`` unless a latency key names one)."""
+    arch, dataset, budget = parse_key(key)
+    rest = key.rsplit("/", 1)[1].partition("-")[2]
+    machine = rest.partition("-")[2] or None
+    return arch, dataset, budget, machine
 
 
 def parse_key(key: str) -> tuple[str, str, Budget]:
@@ -72,7 +123,8 @@ def parse_key(key: str) -> tuple[str, str, Budget]:
         raise InvalidKeyError(f"invalid registry key {key!r}: expected '<arch>/<dataset>/<budget_type>-<budget>'",
                               key=key)
     slug = _check_segment(parts[-1], "budget")
-    kind, _, value = slug.partition("-")
+    kind, _, rest = slug.partition("-")
+    value, _, machine = rest.partition("-")
     if not kind or not value:
         raise InvalidKeyError(f"invalid budget {slug!r} in key {key!r}: expected e.g. 'flops-0.1' "
                               f"(kinds: {', '.join(BUDGET_KINDS)})", key=key)
@@ -80,14 +132,16 @@ def parse_key(key: str) -> tuple[str, str, Budget]:
         budget = Budget(kind, float(value))
     except (ValueError, TypeError) as exc:
         raise InvalidKeyError(f"invalid budget {slug!r} in key {key!r}: {exc}", key=key) from None
+    if machine:
+        _check_tag(machine, budget, key)
     arch = "/".join(decode_name(p, "architecture") for p in parts[:-2])
     return arch, decode_name(parts[-2], "dataset"), budget
 
 
 def canonical_key(key: str) -> str:
     """The canonical spelling of ``key`` (``tv/resnet50/c10/flops-0.250`` -> ``tv--resnet50/c10/flops-0.25``)."""
-    arch, dataset, budget = parse_key(key)
-    return make_key(arch=arch, dataset=dataset, budget=budget)
+    arch, dataset, budget, machine = split_key(key)
+    return make_key(arch=arch, dataset=dataset, budget=budget, machine=machine)
 
 
 def key_from(*, key: str | None = None, arch: str | None = None, dataset: str | None = None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,17 @@ from ..errors import (
 )
 from .index import INDEX_FILE, RegistryEntry
 from .integrity import sha256_hex
-from .keys import canonical_key, key_from, make_key, mask_path, parse_key, plot_path, weights_path
+from .keys import (
+    canonical_key,
+    key_from,
+    machine_tag,
+    make_key,
+    mask_path,
+    parse_key,
+    plot_path,
+    split_key,
+    weights_path,
+)
 from .local import LocalBackend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,6 +191,15 @@ class MaskRegistry:
         entries = self._backend.read_index()
         if key in entries:
             return entries[key], entries
+        _, _, budget, machine = split_key(key)
+        if budget.kind == "latency" and machine is None:  # a latency key that names no machine: the one there is
+            tagged = sorted(k for k in entries if k.startswith(key + "-"))
+            if len(tagged) == 1:
+                return entries[tagged[0]], entries
+            if tagged:
+                raise EntryNotFoundError(
+                    f"{key!r} names no machine and {self.location} holds {len(tagged)} masks at that budget, measured "
+                    f"on different machines: {', '.join(tagged)} (pass the full key)", key=key, registry=self.location)
         raise EntryNotFoundError(f"no mask {key!r} in {self.location}; {_not_found_hint(key, entries.values())}",
                                  key=key, registry=self.location)
 
@@ -321,7 +341,9 @@ class MaskRegistry:
         if meta.budget is None:
             raise MetadataMissingError("the mask's metadata has no 'budget'; pass budget= to push()",
                                        field="budget", registry=self.location)
-        key = make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget)
+        latency = meta.extra.get("latency")
+        machine = machine_tag(latency) if meta.budget.kind == "latency" and isinstance(latency, Mapping) else None
+        key = make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget, machine=machine)
         achieved = meta.ratios[meta.budget.kind]
         if achieved > meta.budget.value + 1e-9:
             raise BudgetExceededError(
