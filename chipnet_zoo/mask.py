@@ -311,7 +311,7 @@ class Mask:
         from .cost import CostModel
         from .latency import latency_metadata
         from .models import create_model
-        from .threshold import threshold_hparams, threshold_scores
+        from .threshold import THRESHOLD_KEYS, threshold_hparams, threshold_scores
 
         budget = Budget.parse(budget)
         if budget.kind == "latency" and latency_table is None:
@@ -335,9 +335,9 @@ class Mask:
         meta = {k: v for k, v in self.metadata.items()
                 if k not in ("ratios", "budget_type", "budget", "created", "latency")}
         meta.update(latency_metadata(cost))
-        extra = threshold_hparams(round_to, min_keep, floor)
-        if extra:
-            meta["hparams"] = {**hparams, **extra}
+        # the thresholding settings of the new mask replace the old ones (a setting back at its default is dropped)
+        meta["hparams"] = {**{k: v for k, v in hparams.items() if k not in THRESHOLD_KEYS},
+                           **threshold_hparams(round_to, min_keep, floor)}
         return Mask.from_vectors(graph, keep, self.score_vector(), **{
             **meta, "input_size": list(graph.input_shape), "budget_type": budget.kind, "budget": budget.value,
             "ratios": cost.hard_ratios(keep)})

@@ -83,6 +83,10 @@ def check_min_keep(min_keep: float) -> float:
     return float(min_keep)
 
 
+#: The ``hparams`` keys :func:`threshold_hparams` writes.
+THRESHOLD_KEYS = ("round_to", "round_to_groups", "min_keep", "floor")
+
+
 def threshold_hparams(round_to: RoundTo = 1, min_keep: float = 0.0, floor: float = 0.0) -> dict[str, object]:
     """The thresholding settings a mask records in its ``hparams`` (only those that differ from the plain
     thresholding), so that :meth:`~chipnet_zoo.mask.Mask.rethreshold` can apply them again. Per-group block

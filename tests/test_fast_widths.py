@@ -144,6 +144,11 @@ def test_pruner_and_baselines_take_auto_and_masks_record_the_widths(home, tmp_pa
     assert back.metadata["hparams"] == mask.metadata["hparams"]
     other = back.rethreshold("flops:0.3", model=cz.create_model("resnet8", num_classes=10), example_input=x)
     assert other.metadata["hparams"]["round_to_groups"] == recorded and other.ratios["flops"] <= 0.3 + 1e-12
+    # other settings replace the recorded ones (none left behind)
+    eights = back.rethreshold("flops:0.3", example_input=x, round_to=8)
+    assert eights.metadata["hparams"]["round_to"] == 8 and "round_to_groups" not in eights.metadata["hparams"]
+    free = eights.rethreshold("flops:0.3", example_input=x, round_to=1, floor=0.0)
+    assert not {"round_to", "round_to_groups", "floor"} & set(free.metadata["hparams"])
     # asking for auto on a mask that has no recorded widths needs a table to measure them against
     plain = cz.ChipNetPruner(cz.create_model("resnet8", num_classes=10), "flops:0.4", example_input=x).mask()
     with pytest.raises(LatencyTableError, match="latency_table="):
