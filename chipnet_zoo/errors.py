@@ -27,7 +27,7 @@ class UnreachableBudgetError(BudgetError):
         elif str(round_to).isdigit():
             keeps = f"at least {round_to} channels (round_to)"
         else:  # per-group block sizes (round_to="auto")
-            keeps = f"at least one block of channels, block sizes {round_to} (round_to='auto')"
+            keeps = "at least its narrowest allowed width (per-group widths, e.g. round_to='auto')"
         if min_keep:
             keeps += f" and at least {min_keep:g} of its channels (min_keep)"
         if tied:
@@ -135,6 +135,16 @@ class InvalidKeyError(RegistryError, ValueError):
     def __init__(self, message: str, *, key: object = None, registry: str | None = None):
         super().__init__(message, registry=registry)
         self.key = key
+
+
+class AmbiguousKeyError(InvalidKeyError):
+    """A latency key without a machine tag where the registry holds that budget for several machines
+    (``candidates``: their full keys)."""
+
+    def __init__(self, message: str, *, key: str | None = None, registry: str | None = None,
+                 candidates: list[str] | None = None):
+        super().__init__(message, key=key, registry=registry)
+        self.candidates = list(candidates or [])
 
 
 class InvalidLocationError(RegistryError, ValueError):

@@ -64,6 +64,7 @@ from .errors import LatencyKeyWarning, LatencyTableError
 from .gates import plain_model
 from .groups import forward_with_hooks
 from .support import CONV_TYPES
+from .threshold import AutoWidths
 
 #: Version of the table's JSON layout (a cache file of another version is measured again).
 TABLE_FORMAT = 1
@@ -253,8 +254,8 @@ class LatencyTable:
             for sid, shape in table.shapes.items():
                 for dim, steps in shape.get("steps", {}).items():
                     if dim not in ("in", "out") or not all(
-                            str(k).isdigit() and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
-                            for k, v in steps.items()):
+                            str(k).isdigit() and int(k) >= 1 and isinstance(v, (int, float))
+                            and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for k, v in steps.items()):
                         raise ValueError(f"shape {sid}: malformed width steps")
             for name in table.layers:
                 xin, xout, ms = table.grid(name)
@@ -720,7 +721,7 @@ def _measure_steps(table: LatencyTable, sid: str, dim: str, widths: Sequence[int
 
 def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int | None = None,
                   warmup: int | None = None, tolerance: float = AUTO_TOLERANCE, progress: bool = True
-                  ) -> tuple[int | tuple[int, ...], ...]:
+                  ) -> AutoWidths:
     """Per group of ``graph``, the widths it may keep because they run fast on this device (``round_to="auto"``).
 
     Every layer that reads or writes a group is timed at each of the group's :func:`probe_widths` (the other
@@ -734,10 +735,7 @@ def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int 
         LatencyTableError: the table was measured on another machine (the widths are timed here, on the
             model's device), or for another model.
     """
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    here = machine_key(device)
-    diffs = [k for k in MACHINE_FIELDS if table.key.get(k) != here[k]]
+    device, diffs = _model_device(model), machine_differences(table, model)
     if diffs:
         raise LatencyTableError(f"round_to='auto' times widths on this machine, but the latency table was measured "
                                 f"on another ({', '.join(diffs)} differ): measure a table here")
@@ -755,8 +753,11 @@ def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int 
     for sid, dim, widths in tqdm(todo, desc="fast widths", disable=not progress or not todo, unit="shape"):
         steps = table.shapes[sid].setdefault("steps", {}).setdefault(dim, {})
         steps.update(_measure_steps(table, sid, dim, widths, device, repeats, warmup))
-    if todo and table.path is not None:
-        table.save(table.path)
+    if todo and table.path is not None and table.path.parent == latency_cache_dir():
+        try:  # the cached table keeps the widths (a table loaded from elsewhere is left as it is)
+            table.save(table.path)
+        except OSError as exc:
+            warnings.warn(f"could not update the cached latency table {table.path}: {exc}", stacklevel=2)
     out: list[int | tuple[int, ...]] = []
     for group, layers in zip(graph.groups, members):
         if not layers:
@@ -765,11 +766,22 @@ def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int 
         times = {k: sum(table.shapes[table.layers[name]]["steps"][dim][str(const + k)] for name, dim, const in layers)
                  for k in probe_widths(group.size)}
         out.append(fast_widths(times, tolerance))
-    return tuple(out)
+    return AutoWidths(out)
 
 
-def resolve_round_to(round_to, *, model: nn.Module, graph, example_input: torch.Tensor,
-                     latency_table: LatencyTable | None = None, progress: bool = True):
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def machine_differences(table: LatencyTable, model: nn.Module) -> list[str]:
+    """The :data:`MACHINE_FIELDS` in which ``table`` was measured elsewhere than where ``model`` runs now."""
+    here = machine_key(_model_device(model))
+    return [k for k in MACHINE_FIELDS if table.key.get(k) != here[k]]
+
+
+def resolve_round_to(round_to: int | str | tuple, *, model: nn.Module, graph, example_input: torch.Tensor,
+                     latency_table: LatencyTable | None = None, progress: bool = True) -> int | tuple:
     """``round_to`` as the thresholding takes it: ``"auto"`` becomes :func:`auto_round_to` against
     ``latency_table`` (or a table measured, or read from the cache, for ``model`` here); anything else is
     checked (:func:`~chipnet_zoo.threshold.check_round_to`) and returned."""

@@ -449,23 +449,30 @@ def _canonical_header(data: bytes) -> bytes:
     return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
 
 
-def _rethreshold_round_to(hparams: Mapping[str, Any], round_to, graph, model: nn.Module, x: torch.Tensor,
-                          latency_table):
-    """The ``round_to`` of :meth:`Mask.rethreshold`: the argument, else the mask's own; ``"auto"`` is measured
-    against ``latency_table``, or without one reuses the recorded per-group blocks (same groups only)."""
-    from .latency import resolve_round_to
-    from .threshold import AUTO, check_round_to
+def _rethreshold_round_to(hparams: Mapping[str, Any], round_to: int | str | tuple | None, graph, model: nn.Module,
+                          x: torch.Tensor, latency_table) -> int | tuple:
+    """The ``round_to`` of :meth:`Mask.rethreshold`. Without an argument, the mask's own: recorded per-group
+    widths are reused, except that ``"auto"`` widths are measured again against a ``latency_table`` of this
+    machine (a student's, say). ``round_to="auto"`` passed explicitly is always measured (it needs a table)."""
+    from .latency import machine_differences, resolve_round_to
+    from .threshold import AUTO, PER_GROUP, AutoWidths, check_round_to
 
     if round_to is None:
-        round_to = hparams.get("round_to", 1)
+        kind = hparams.get("round_to", 1)
+        if kind not in (AUTO, PER_GROUP):
+            return check_round_to(kind)
+        if kind == AUTO and latency_table is not None and not machine_differences(latency_table, model):
+            return resolve_round_to(AUTO, model=model, graph=graph, example_input=x, latency_table=latency_table)
+        recorded = hparams.get("round_to_groups")
+        if isinstance(recorded, list) and len(recorded) == len(graph.groups):
+            widths = check_round_to(tuple(recorded))
+            return AutoWidths(widths) if kind == AUTO else widths
+        raise MaskFormatError(f"the mask records round_to {kind!r} without per-group widths for this model's "
+                              f"{len(graph.groups)} groups", field="hparams")
     round_to = check_round_to(round_to)
     if round_to != AUTO:
         return round_to
-    if latency_table is not None:
-        return resolve_round_to(AUTO, model=model, graph=graph, example_input=x, latency_table=latency_table)
-    recorded = hparams.get("round_to_groups")
-    if isinstance(recorded, list) and len(recorded) == len(graph.groups):
-        return check_round_to(tuple(recorded))
-    raise LatencyTableError("round_to='auto' needs latency_table=, a table measured for the model here "
-                            "(chipnet_zoo.latency.build_latency_table(model, example_input)): this mask records no "
-                            "per-group widths to reuse")
+    if latency_table is None:
+        raise LatencyTableError("round_to='auto' needs latency_table=, a table measured for the model here "
+                                "(chipnet_zoo.latency.build_latency_table(model, example_input))")
+    return resolve_round_to(AUTO, model=model, graph=graph, example_input=x, latency_table=latency_table)

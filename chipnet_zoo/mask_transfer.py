@@ -43,10 +43,7 @@ def resolve_mask(mask: Mask | str | os.PathLike, registry: Any = None) -> tuple[
     the default registry and then the zoo shipped with the package.
     """
     if isinstance(mask, Mask):
-        meta = mask.metadata
-        origin = "/".join(str(x) for x in (meta.get("arch"), meta.get("dataset"), mask.budget.slug
-                                           if mask.budget else None) if x)
-        return mask, origin or "mask"
+        return mask, _origin(mask) or "mask"
     text = os.fspath(mask)
     path = Path(text)
     if path.is_file():
@@ -57,8 +54,21 @@ def resolve_mask(mask: Mask | str | os.PathLike, registry: Any = None) -> tuple[
 
     if registry is not None:
         reg = registry if isinstance(registry, MaskRegistry) else MaskRegistry(registry)
-        return reg.pull(text), canonical_key(text)
-    return _pull_default(text), canonical_key(text)
+        pulled = reg.pull(text)
+    else:
+        pulled = _pull_default(text)
+    return pulled, _origin(pulled) or canonical_key(text)  # the key it was found under (a latency key's machine)
+
+
+def _origin(mask: Mask) -> str | None:
+    """The registry key ``mask`` is (or would be) published under, if its metadata names one."""
+    from .errors import InvalidKeyError
+    from .registry import key_for
+
+    try:
+        return key_for(mask.meta) if mask.meta.dataset and mask.meta.budget is not None else None
+    except InvalidKeyError:
+        return None
 
 
 def _pull_default(key: str) -> Mask:

@@ -124,8 +124,8 @@ class ChipNetPruner:
         round_to: every group keeps a multiple of this many channels (or all of them); 8 or 16
             makes the slimmed model run much closer to its ideal speed-up (docs/benchmarks.md). Groups
             around grouped convs keep a multiple of ``lcm(round_to, group.granularity)`` channels.
-            ``"auto"``: per group, the block whose multiples the latency table's device runs fast
-            (:func:`~chipnet_zoo.latency.auto_round_to`; measured once per table, on the model's device).
+            ``"auto"``: per group, only the widths that run fast on the model's device
+            (:func:`~chipnet_zoo.latency.auto_round_to`; timed once per latency table).
         min_keep: every group keeps at least this fraction of its channels (an absolute width floor).
         floor: a width floor relative to the budget: every group keeps at least the width of a uniformly
             thinned model that spends this share of the budget (:func:`~chipnet_zoo.threshold.floor_fraction`);

@@ -37,6 +37,12 @@ _EPS = 1e-12
 RoundTo = int | tuple[int | tuple[int, ...], ...]
 #: The ``round_to`` that is resolved per group from a measured latency table.
 AUTO = "auto"
+#: How a mask records per-group widths that were given, not measured.
+PER_GROUP = "per-group"
+
+
+class AutoWidths(tuple):
+    """Per-group widths resolved from ``round_to="auto"`` (a mask records them as ``round_to: "auto"``)."""
 
 
 def check_round_to(round_to: int | str | tuple) -> int | str | tuple:
@@ -50,12 +56,14 @@ def check_round_to(round_to: int | str | tuple) -> int | str | tuple:
         except ValueError:
             raise ValueError(f"round_to must be a positive integer or 'auto', got {round_to!r}") from None
     if isinstance(round_to, (tuple, list)):
-        return tuple(tuple(sorted({_check_block(w) for w in r})) if isinstance(r, (tuple, list)) and r
-                     else _check_block(r) for r in round_to)
+        out = tuple(tuple(sorted({_check_block(w) for w in r})) if isinstance(r, (tuple, list)) and r
+                    else _check_block(r) for r in round_to)
+        return AutoWidths(out) if isinstance(round_to, AutoWidths) else out
     return _check_block(round_to)
 
 
-def _check_block(round_to) -> int:
+def _check_block(round_to: object) -> int:
+    """One block size or width: a positive integer (``ValueError`` otherwise)."""
     if isinstance(round_to, bool) or not isinstance(round_to, (int, float)) or int(round_to) != round_to \
             or round_to < 1:
         raise ValueError(f"round_to must be a positive integer or 'auto', got {round_to!r}")
@@ -90,10 +98,11 @@ THRESHOLD_KEYS = ("round_to", "round_to_groups", "min_keep", "floor")
 def threshold_hparams(round_to: RoundTo = 1, min_keep: float = 0.0, floor: float = 0.0) -> dict[str, object]:
     """The thresholding settings a mask records in its ``hparams`` (only those that differ from the plain
     thresholding), so that :meth:`~chipnet_zoo.mask.Mask.rethreshold` can apply them again. Per-group block
-    sizes (``round_to="auto"``) are recorded as ``round_to: "auto"`` and ``round_to_groups: [...]``."""
+    sizes or widths are recorded as ``round_to_groups: [...]`` with ``round_to: "auto"`` when they came from
+    ``round_to="auto"`` (:class:`AutoWidths`), else ``round_to: "per-group"``."""
     out: dict[str, object] = {}
     if isinstance(round_to, tuple):
-        out["round_to"] = AUTO
+        out["round_to"] = AUTO if isinstance(round_to, AutoWidths) else PER_GROUP
         out["round_to_groups"] = [list(r) if isinstance(r, tuple) else int(r) for r in round_to]
     elif round_to != 1:
         out["round_to"] = int(round_to)
@@ -210,8 +219,8 @@ def threshold_scores(scores: torch.Tensor, cost: CostModel, budget: Budget | str
         scores: one score per global channel (higher = more important), e.g. ChipNet's gate z.
         cost: the model's cost model.
         budget: the budget, e.g. ``Budget("flops", 0.25)`` or ``"flops:0.25"``.
-        round_to: keep a multiple of this many channels per group (or the whole group), or a tuple with one
-            such block size per group; groups around grouped convs keep a multiple of
+        round_to: keep a multiple of this many channels per group (or the whole group), or a tuple with, per
+            group, such a block size or a tuple of the widths it may keep; groups around grouped convs keep a multiple of
             ``lcm(round_to, group.granularity)``. (``"auto"`` is resolved before this, from a latency table:
             :func:`chipnet_zoo.latency.resolve_round_to`.)
         min_keep: every group keeps at least this fraction of its channels (its best-scoring ones),

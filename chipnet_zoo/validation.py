@@ -138,16 +138,19 @@ def check_mask_metadata(meta: Mapping[str, Any]) -> None:
             raise bad(name, f"must be an object, got {type(meta[name]).__name__}")
     hparams = meta.get("hparams") or {}
     round_to = hparams.get("round_to", 1)
-    if round_to == "auto":
+    if round_to in ("auto", "per-group"):
         blocks = hparams.get("round_to_groups")
-        def ok(b: Any) -> bool:  # a block size, or the widths a group may keep
-            return (is_int(b) and b >= 1) or (isinstance(b, list) and bool(b) and all(is_int(w) and w >= 1 for w in b))
-
-        if not (isinstance(blocks, list) and blocks and all(ok(b) for b in blocks)):
-            raise bad("hparams", "round_to 'auto' needs round_to_groups, per group a positive integer or a list of "
-                                 f"them, got {str(blocks)[:200]}")
+        if not (isinstance(blocks, list) and blocks and all(_block_ok(b) for b in blocks)):
+            raise bad("hparams", f"round_to {round_to!r} needs round_to_groups, per group a positive integer or a "
+                                 f"list of them, got {str(blocks)[:200]}")
     elif not (is_int(round_to) and round_to >= 1):
-        raise bad("hparams", f"round_to must be a positive integer or 'auto', got {round_to!r}")
+        raise bad("hparams", f"round_to must be a positive integer, 'auto' or 'per-group', got {round_to!r}")
+
+
+def _block_ok(block: Any) -> bool:
+    """One group's entry of ``round_to_groups``: a block size, or the widths the group may keep."""
+    return (is_int(block) and block >= 1) or (
+        isinstance(block, list) and bool(block) and all(is_int(w) and w >= 1 for w in block))
 
 
 def check_mask_header(header: Mapping[str, Any]) -> None:

@@ -324,3 +324,26 @@ def test_unreachable_budget_names_the_units():
     with pytest.raises(UnreachableBudgetError, match="one unit of channels across the conv groups"):
         cz.ChipNetPruner(cz.create_model("tv/regnet_x_400mf", num_classes=10), "flops:0.001",
                          example_input=torch.randn(1, 3, 32, 32), check=False)
+
+
+def test_per_group_widths_keep_whole_units_and_auto_leaves_tied_groups_alone():
+    from chipnet_zoo.latency import _group_members
+
+    model = cz.create_model("tv/regnet_x_400mf", num_classes=10)
+    x = torch.randn(1, 3, 64, 64)
+    graph = build_channel_graph(model, x)
+    cost = CostModel(graph)
+    # what round_to="auto" would hand the thresholding: widths for plain groups, whole units elsewhere
+    spec = tuple(tuple(range(3, g.size, 5)) if g.granularity == 1 else (g.granularity * 2,) for g in graph.groups)
+    scores = torch.rand(graph.num_channels, generator=torch.Generator().manual_seed(1))
+    keep = threshold_scores(scores, cost, "flops:0.5", round_to=spec)
+    assert cost.hard_ratios(keep)["flops"] <= 0.5 and _whole_units(graph, keep)
+    for group, widths in zip(graph.groups, spec):
+        n = int(keep[group.indices].sum())
+        assert n == group.size or n in widths, (group.name, n)
+    slim_model(model, graph, keep, x)
+    # no layer is timed for a tied group: auto gives it its plain unit granularity
+    members = _group_members(graph)
+    assert any(g.granularity > 1 for g in graph.groups)
+    assert all(not m for g, m in zip(graph.groups, members) if g.granularity > 1)
+    assert any(m for g, m in zip(graph.groups, members) if g.granularity == 1)

@@ -144,6 +144,12 @@ def test_pruner_and_baselines_take_auto_and_masks_record_the_widths(home, tmp_pa
     assert back.metadata["hparams"] == mask.metadata["hparams"]
     other = back.rethreshold("flops:0.3", model=cz.create_model("resnet8", num_classes=10), example_input=x)
     assert other.metadata["hparams"]["round_to_groups"] == recorded and other.ratios["flops"] <= 0.3 + 1e-12
+    # a latency table from another machine cannot re-measure them: the recorded widths are kept
+    elsewhere = latency.LatencyTable.load(table.path)
+    elsewhere.key = {**elsewhere.key, "device": "cpu:elsewhere"}
+    lat = back.rethreshold("latency:0.8", model=cz.create_model("resnet8", num_classes=10), example_input=x,
+                           latency_table=elsewhere)
+    assert lat.metadata["hparams"]["round_to_groups"] == recorded and lat.ratios["latency"] <= 0.8 + 1e-12
     # other settings replace the recorded ones (none left behind)
     eights = back.rethreshold("flops:0.3", example_input=x, round_to=8)
     assert eights.metadata["hparams"]["round_to"] == 8 and "round_to_groups" not in eights.metadata["hparams"]
@@ -162,6 +168,33 @@ def test_pruner_and_baselines_take_auto_and_masks_record_the_widths(home, tmp_pa
                          round_to="auto", latency_table=table)
     assert base.metadata["hparams"]["round_to_groups"] == recorded
     assert latency.MEASUREMENTS["widths"] == before
+
+
+def test_given_per_group_widths_are_recorded_as_such(tmp_path):
+    from chipnet_zoo.threshold import AutoWidths, threshold_hparams
+
+    assert threshold_hparams((1, (2, 4))) == {"round_to": "per-group", "round_to_groups": [1, [2, 4]]}
+    assert threshold_hparams(AutoWidths((1, (2, 4))))["round_to"] == "auto"
+    assert isinstance(check_round_to(AutoWidths(([4, 2], 1))), AutoWidths)
+    model = cz.create_model("resnet8", num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    graph = build_channel_graph(model, x)
+    spec = tuple((2, 4, 8) if g.size == 16 else 1 for g in graph.groups)
+    mask = cz.ChipNetPruner(model, "flops:0.5", example_input=x, round_to=spec).mask()
+    assert mask.metadata["hparams"]["round_to"] == "per-group"
+    again = Mask.load(mask.save(tmp_path / "m.safetensors")).rethreshold("flops:0.4", example_input=x)
+    assert again.metadata["hparams"]["round_to_groups"] == mask.metadata["hparams"]["round_to_groups"]
+
+
+def test_a_table_loaded_from_elsewhere_is_not_rewritten(home, tmp_path):
+    model = cz.create_model("resnet8", num_classes=10).eval()
+    x = torch.randn(1, 3, 16, 16)
+    own = tmp_path / "mine" / "table.json"
+    build_latency_table(model, x, cache=False, **TINY).save(own)
+    before = own.read_bytes()
+    table = latency.LatencyTable.load(own)
+    auto_round_to(table, model, build_channel_graph(model, x), repeats=1, warmup=0, progress=False)
+    assert own.read_bytes() == before and any("steps" in s for s in table.shapes.values())
 
 
 def test_tampered_width_records_are_refused():

@@ -107,6 +107,17 @@ def test_table_round_trips_and_rejects_garbage(tmp_path, recorded):
     path = recorded.save(tmp_path / "t.json")
     again = LatencyTable.load(path)
     assert again.to_json() == recorded.to_json() and again == recorded
+    # the per-width times of round_to="auto" are checked too
+    import json
+
+    for steps in ({"out": {"0": 1.0}}, {"out": {"4": True}}, {"out": {"4": -1.0}}, {"side": {"4": 1.0}},
+                  {"out": [1.0]}):
+        doc = recorded.to_json()
+        first = next(iter(doc["shapes"]))
+        doc["shapes"][first] = {**doc["shapes"][first], "steps": steps}
+        (tmp_path / "steps.json").write_text(json.dumps(doc))
+        with pytest.raises(LatencyTableError, match="not a valid latency table"):
+            LatencyTable.load(tmp_path / "steps.json")
     path.write_text('{"format": 1, "key": {}}')
     with pytest.raises(LatencyTableError, match="not a valid latency table"):
         LatencyTable.load(path)
@@ -314,11 +325,11 @@ def test_a_teachers_latency_mask_is_rethresholded_for_the_student_on_this_machin
 
 
 def test_registry_index_card_and_list_show_where_a_latency_mask_was_measured(model32, x32, recorded, tmp_path,
-                                                                             capsys):
+                                                                             capsys, monkeypatch):
     import json
 
     from chipnet_zoo.cli import main
-    from chipnet_zoo.errors import EntryNotFoundError, IndexFormatError, InvalidKeyError
+    from chipnet_zoo.errors import AmbiguousKeyError, IndexFormatError, InvalidKeyError
     from chipnet_zoo.registry.keys import machine_tag
 
     mask = cz.ChipNetPruner(model32, "latency:0.5", example_input=x32, latency_table=recorded).mask()
@@ -339,15 +350,24 @@ def test_registry_index_card_and_list_show_where_a_latency_mask_was_measured(mod
     elsewhere = mask.with_metadata(dataset="synthetic", latency={**mask.metadata["latency"], "device": "cuda:Other GPU"})
     other = registry.push(elsewhere)
     assert other.key != entry.key and ".b16." in other.key and "/latency-0.5-cuda.other.gpu.b16." in other.key
-    with pytest.raises(EntryNotFoundError, match="different machines"):
+    with pytest.raises(AmbiguousKeyError, match="different machines") as info:
         registry.pull("resnet8/synthetic/latency-0.5")
+    assert sorted(info.value.candidates) == sorted([entry.key, other.key])
     assert registry.pull(other.key).metadata["latency"]["device"] == "cuda:Other GPU"
     assert {e.key for e in registry.list()} == {entry.key, other.key}
+    # through the default registry (which falls back to the shipped zoo) the ambiguity is reported too
+    monkeypatch.setattr(cz.constants, "CHIPNET_ZOO_REGISTRY", str(tmp_path / "registry"))
+    with pytest.raises(AmbiguousKeyError):
+        cz.MaskRegistry().pull("resnet8/synthetic/latency-0.5")
+    # a transfer records the key the mask was found under, machine included
+    from chipnet_zoo.mask_transfer import resolve_mask
+
+    assert resolve_mask(other.key, tmp_path / "registry")[1] == other.key
     # a tag that does not match the record, or on another budget kind, is refused
     with pytest.raises(InvalidKeyError, match="only a latency budget"):
         registry.pull("resnet8/synthetic/flops-0.5-cpu.b1.abcdef")
     index = json.loads((tmp_path / "registry" / "index.json").read_text())
-    index["entries"][0]["key"] = index["entries"][0]["key"].rsplit(".", 1)[0] + ".000000"
+    del index["entries"][0]["latency"]
     (tmp_path / "registry" / "index.json").write_text(json.dumps(index))
     with pytest.raises(IndexFormatError, match="machine tag"):
         cz.MaskRegistry(tmp_path / "registry").list()

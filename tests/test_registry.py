@@ -516,3 +516,20 @@ def test_push_refuses_weights_that_do_not_fit(resnet8_case, tmp_path):
     with pytest.raises(MaskFormatError, match="not a safetensors file"):
         reg.push(mask, weights=b"\x80\x04pickle")
     assert not (tmp_path / "zoo").exists()  # nothing was written
+
+
+def test_keys_with_exponents_and_machine_tags_parse_and_round_trip():
+    from chipnet_zoo.budget import Budget
+    from chipnet_zoo.registry.keys import split_key
+
+    tiny = make_key(arch="resnet8", dataset="c10", budget="flops:0.00005")
+    assert tiny == "resnet8/c10/flops-5e-05" and parse_key(tiny)[2] == Budget("flops", 5e-05)
+    tagged = make_key(arch="tv/resnet18", dataset="c10", budget="latency:5e-05", machine="cpu.amd-epyc.b1.abc123")
+    assert tagged == "tv--resnet18/c10/latency-5e-05-cpu.amd-epyc.b1.abc123"
+    assert split_key(tagged) == ("tv/resnet18", "c10", Budget("latency", 5e-05), "cpu.amd-epyc.b1.abc123")
+    assert canonical_key("tv/resnet18/c10/latency-0.50-cpu.b1.abc123") == "tv--resnet18/c10/latency-0.5-cpu.b1.abc123"
+    assert split_key("resnet8/c10/latency-0.5")[3] is None
+    for bad in ("resnet8/c10/flops-0.5-cpu.b1.abc123", "resnet8/c10/latency-0.5-CPU", "resnet8/c10/flops-x",
+                "resnet8/c10/latency-0.5-cpu..b1"):
+        with pytest.raises(InvalidKeyError):
+            parse_key(bad)

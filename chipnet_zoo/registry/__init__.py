@@ -18,10 +18,13 @@ from .keys import (
     canonical_key,
     decode_name,
     encode_name,
+    key_for,
+    machine_tag,
     make_key,
     mask_path,
     parse_key,
     plot_path,
+    split_key,
     weights_path,
 )
 from .mask_registry import BUILTIN_ZOO, MaskRegistry
@@ -35,10 +38,13 @@ __all__ = [
     "decode_name",
     "dump_index",
     "encode_name",
+    "key_for",
+    "machine_tag",
     "make_key",
     "mask_path",
     "parse_index",
     "parse_key",
     "plot_path",
+    "split_key",
     "weights_path",
 ]

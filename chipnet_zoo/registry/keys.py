@@ -27,6 +27,8 @@ from ..errors import InvalidKeyError
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _TAG = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+#: ``<kind>-<value>[-<machine tag>]``; the value may be written with an exponent (``flops-5e-05``).
+_SLUG = re.compile(r"(?P<kind>[A-Za-z]+)-(?P<value>[0-9.]+(?:e[-+]?[0-9]+)?)(?:-(?P<machine>.+))?")
 MAX_KEY_LENGTH = 200
 #: Characters of the device name kept in a machine tag (the digest tells longer names apart).
 _TAG_DEVICE_CHARS = 32
@@ -102,9 +104,15 @@ def _check_tag(machine: str, budget: Budget, key: str) -> str:
 def split_key(key: str) -> tuple[str, str, Budget, str | None]:
     """:func:`parse_key` plus the key's machine tag (``None`` unless a latency key names one)."""
     arch, dataset, budget = parse_key(key)
-    rest = key.rsplit("/", 1)[1].partition("-")[2]
-    machine = rest.partition("-")[2] or None
-    return arch, dataset, budget, machine
+    return arch, dataset, budget, _SLUG.fullmatch(key.rsplit("/", 1)[1])["machine"]
+
+
+def key_for(meta) -> str:
+    """The key a mask with this :class:`~chipnet_zoo.metadata.MaskMetadata` is published under (a latency mask's
+    names the machine its table was measured on)."""
+    latency = meta.extra.get("latency")
+    machine = machine_tag(latency) if meta.budget.kind == "latency" and isinstance(latency, Mapping) else None
+    return make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget, machine=machine)
 
 
 def parse_key(key: str) -> tuple[str, str, Budget]:
@@ -123,17 +131,16 @@ def parse_key(key: str) -> tuple[str, str, Budget]:
         raise InvalidKeyError(f"invalid registry key {key!r}: expected '<arch>/<dataset>/<budget_type>-<budget>'",
                               key=key)
     slug = _check_segment(parts[-1], "budget")
-    kind, _, rest = slug.partition("-")
-    value, _, machine = rest.partition("-")
-    if not kind or not value:
+    match = _SLUG.fullmatch(slug)
+    if match is None:
         raise InvalidKeyError(f"invalid budget {slug!r} in key {key!r}: expected e.g. 'flops-0.1' "
                               f"(kinds: {', '.join(BUDGET_KINDS)})", key=key)
     try:
-        budget = Budget(kind, float(value))
+        budget = Budget(match["kind"], float(match["value"]))
     except (ValueError, TypeError) as exc:
         raise InvalidKeyError(f"invalid budget {slug!r} in key {key!r}: {exc}", key=key) from None
-    if machine:
-        _check_tag(machine, budget, key)
+    if match["machine"]:
+        _check_tag(match["machine"], budget, key)
     arch = "/".join(decode_name(p, "architecture") for p in parts[:-2])
     return arch, decode_name(parts[-2], "dataset"), budget
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from .._atomic import atomic_write
 from .._secrets import register_secret
 from ..budget import Budget
 from ..errors import (
+    AmbiguousKeyError,
     BudgetExceededError,
     EntryExistsError,
     EntryNotFoundError,
@@ -44,9 +44,8 @@ from .index import INDEX_FILE, RegistryEntry
 from .integrity import sha256_hex
 from .keys import (
     canonical_key,
+    key_for,
     key_from,
-    machine_tag,
-    make_key,
     mask_path,
     parse_key,
     plot_path,
@@ -197,9 +196,10 @@ class MaskRegistry:
             if len(tagged) == 1:
                 return entries[tagged[0]], entries
             if tagged:
-                raise EntryNotFoundError(
+                raise AmbiguousKeyError(
                     f"{key!r} names no machine and {self.location} holds {len(tagged)} masks at that budget, measured "
-                    f"on different machines: {', '.join(tagged)} (pass the full key)", key=key, registry=self.location)
+                    f"on different machines: {', '.join(tagged)} (pass the full key)", key=key, registry=self.location,
+                    candidates=tagged)
         raise EntryNotFoundError(f"no mask {key!r} in {self.location}; {_not_found_hint(key, entries.values())}",
                                  key=key, registry=self.location)
 
@@ -341,9 +341,7 @@ class MaskRegistry:
         if meta.budget is None:
             raise MetadataMissingError("the mask's metadata has no 'budget'; pass budget= to push()",
                                        field="budget", registry=self.location)
-        latency = meta.extra.get("latency")
-        machine = machine_tag(latency) if meta.budget.kind == "latency" and isinstance(latency, Mapping) else None
-        key = make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget, machine=machine)
+        key = key_for(meta)
         achieved = meta.ratios[meta.budget.kind]
         if achieved > meta.budget.value + 1e-9:
             raise BudgetExceededError(
