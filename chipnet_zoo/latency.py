@@ -653,6 +653,8 @@ def resolve_table(model: nn.Module, example_input: torch.Tensor, *, graph, laten
 AUTO_TOLERANCE = 0.01
 #: Widths probed per group: all of them up to this many, else this many evenly spaced ones.
 AUTO_PROBES = 64
+#: The largest step between a group's fast widths, as a fraction of the group (every group stays thinnable).
+AUTO_MAX_GAP = 0.25
 
 
 def probe_widths(size: int) -> list[int]:
@@ -662,15 +664,32 @@ def probe_widths(size: int) -> list[int]:
     return sorted(set(range(step, size + 1, step)) | {size})
 
 
-def fast_widths(times: Mapping[int, float], tolerance: float = AUTO_TOLERANCE) -> tuple[int, ...]:
+def fast_widths(times: Mapping[int, float], tolerance: float = AUTO_TOLERANCE,
+                max_gap: int | None = None) -> tuple[int, ...]:
     """The widths worth keeping from a group's measured time per kept width: those that every wider probed
     width runs more than ``tolerance`` slower than (the widest is always one). A width that a wider one runs
-    (nearly) as fast as is dropped: rounding up to it buys channels for free (kernels have sweet spots)."""
+    (nearly) as fast as is dropped: rounding up to it buys channels for free (kernels have sweet spots).
+
+    ``max_gap``: no two neighbouring widths (nor 0 and the narrowest) lie further apart; where they do, the
+    fastest probed width within ``max_gap`` below the upper one is added (the narrowest of equals), so a group
+    whose time hardly changes with its width can still be thinned.
+    """
     out, fastest_above = [], math.inf
     for width in sorted(times, reverse=True):
         if times[width] * (1.0 + tolerance) < fastest_above:
             out.append(width)
         fastest_above = min(fastest_above, times[width])
+    if max_gap is not None:
+        kept, probed = set(out), sorted(times)
+        for upper in sorted(out, reverse=True):
+            below = max([w for w in kept if w < upper], default=0)
+            while upper - below > max_gap:
+                window = [w for w in probed if upper - max_gap <= w < upper]
+                if not window:
+                    break
+                upper = min(window, key=lambda w: (times[w], w))
+                kept.add(upper)
+        out = list(kept)
     return tuple(sorted(out))
 
 
@@ -726,7 +745,8 @@ def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int 
 
     Every layer that reads or writes a group is timed at each of the group's :func:`probe_widths` (the other
     dimension full, at the table's batch, dtype, input size and memory format; interleaved medians); summed
-    per group, :func:`fast_widths` keeps the widths that no wider one runs (nearly) as fast as. Groups around
+    per group, :func:`fast_widths` keeps the widths that no wider one runs (nearly) as fast as, with no step
+    between them over a quarter of the group (:data:`AUTO_MAX_GAP`). Groups around
     grouped convs, and groups no timed layer reads or writes alone, keep their plain granularity (``1``).
     The times are stored in the table (``steps`` of each layer shape) and the cached table is rewritten, so
     each width is measured once per table.
@@ -765,7 +785,7 @@ def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int 
             continue
         times = {k: sum(table.shapes[table.layers[name]]["steps"][dim][str(const + k)] for name, dim, const in layers)
                  for k in probe_widths(group.size)}
-        out.append(fast_widths(times, tolerance))
+        out.append(fast_widths(times, tolerance, max_gap=max(1, math.ceil(AUTO_MAX_GAP * group.size))))
     return AutoWidths(out)
 
 

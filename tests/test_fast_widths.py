@@ -48,6 +48,11 @@ def test_fast_widths_keeps_the_top_of_each_step_of_a_staircase():
     spot = {1: 1.0, 2: 1.1, 3: 1.2, 4: 1.3, 5: 2.0, 6: 2.1, 7: 2.2, 8: 1.5, 9: 3.0, 10: 3.001}
     assert fast_widths(spot) == (1, 2, 3, 4, 8, 10)
     assert fast_widths(spot, tolerance=0.0) == (1, 2, 3, 4, 8, 9, 10)
+    # a cap on the step between widths fills a long gap with its fastest width (4 -> 8 is over 3: 5)
+    assert fast_widths(spot, max_gap=3) == (1, 2, 3, 4, 5, 8, 10)
+    # a time that does not change with the width: only the full width is fast, the cap keeps it thinnable
+    flat = {w: 1.0 for w in range(1, 17)}
+    assert fast_widths(flat) == (16,) and fast_widths(flat, max_gap=4) == (4, 8, 12, 16)
 
 
 def test_probe_widths_are_every_width_of_small_groups_and_spaced_on_large_ones():
@@ -124,13 +129,26 @@ def test_auto_measures_each_width_once_and_caches_it_in_the_table(home):
         auto_round_to(again, model, graph, progress=False)
 
 
+def _staircase(table, graph, step: int = 4) -> None:
+    """Give the table per-width times that step every ``step`` channels (what a live timing would add), so
+    that ``auto`` picks the multiples of ``step`` without timing anything."""
+    for group, members in zip(graph.groups, latency._group_members(graph)):
+        for name, dim, const in members:
+            steps = table.shapes[table.layers[name]].setdefault("steps", {}).setdefault(dim, {})
+            steps.update({str(const + k): 1.0 + (k - 1) // step for k in probe_widths(group.size)})
+
+
 def test_pruner_and_baselines_take_auto_and_masks_record_the_widths(home, tmp_path):
     torch.manual_seed(0)
     model = cz.create_model("resnet8", num_classes=10).eval()
     x = torch.randn(2, 3, 16, 16)
     table = build_latency_table(model, x, **TINY)
+    _staircase(table, build_channel_graph(model, x[:1]))
+    before = latency.MEASUREMENTS["widths"]
     pruner = cz.ChipNetPruner(model, "flops:0.4", example_input=x, latency_table=table, round_to="auto")
     assert isinstance(pruner.round_to, tuple) and len(pruner.round_to) == len(pruner.graph.groups)
+    assert latency.MEASUREMENTS["widths"] == before  # every width was in the table
+    assert all(w == tuple(range(4, g.size + 1, 4)) for g, w in zip(pruner.graph.groups, pruner.round_to))
     mask = pruner.mask()
     pruner.remove()
     assert mask.metadata["hparams"]["round_to"] == "auto"
