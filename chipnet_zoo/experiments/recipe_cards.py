@@ -21,18 +21,20 @@ def write_recipe_card(cards: Path, entry: Any, row: dict[str, Any], run: Any, cf
                       command: str | None) -> Path:
     """``cards/<key>.md``: exactly how a zoo entry was produced."""
     config = run.config()
-    chain = []
-    current = config
-    while current:  # finetune <- prune <- train, through the runs' "source" records
+    chain, seen, todo = [], set(), [config]
+    while todo:  # finetune <- prune <- train: the runs' "source" records and the runs their weights and mask came from
+        current = todo.pop(0)
         phase = (current.get("recipe") or {}).get("phase") or {}
         chain.append(f"- `{current.get('kind')}`: recipe `{(current.get('recipe') or {}).get('name')}`, "
                      f"{phase.get('epochs')} epochs, {phase.get('optimizer')} lr {phase.get('lr')}, batch "
                      f"{phase.get('batch_size')}, seed {current.get('seed')}"
                      + (f", budget {current.get('budget')}" if current.get("budget") else ""))
-        src = (current.get("source") or {}).get("run")
-        if not src and current.get("weights_file"):  # a run started from another run's weights file
-            src = str(Path(current["weights_file"]).parent)
-        current = json.loads((Path(src) / "config.json").read_text()) if src and (Path(src) / "config.json").is_file() else None
+        sources = [(current.get("source") or {}).get("run")]
+        sources += [str(Path(current[k]).parent) for k in ("mask_file", "weights_file") if current.get(k)]
+        for src in sources:
+            if src and src not in seen and (Path(src) / "config.json").is_file():
+                seen.add(src)
+                todo.append(json.loads((Path(src) / "config.json").read_text()))
     split = (config.get("dataset") or {}).get("split_info") or {}
     ratios = ", ".join(f"{k} {v:.4f}" for k, v in entry.ratios.items())
     lines = [
