@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from chipnet_zoo.cli import main
 from chipnet_zoo.errors import RunError
@@ -112,7 +113,7 @@ def test_shipped_configs_parse():
         cfg = ExperimentConfig.load(name)
         assert cfg.teachers and cfg.students and len(cfg.seeds) >= 3
         assert set(cfg.methods) == {"dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random",
-                                    "l1", "slimming"}
+                                    "l1", "slimming", "random-scratch"}
 
 
 def test_grid_mixes_budget_kinds():
@@ -269,3 +270,24 @@ def test_a_lane_whose_peer_never_comes_stops_waiting(tmp_path):
 def test_latency_budgets_are_refused_in_experiment_configs():
     with pytest.raises(RunError, match="latency"):
         ExperimentConfig.from_dict({**TINY, "budgets": ["latency:0.5"]})
+
+
+def test_random_scratch_trains_the_students_random_mask_from_scratch_like_transfer_scratch(tmp_path):
+    """transfer-scratch's control: the student's own random mask (the one `random` fine-tunes), slimmed and
+    trained from random init with the same (dense) schedule as transfer-scratch."""
+    from chipnet_zoo.mask import Mask
+    from chipnet_zoo.runs import Run
+
+    config = {k: v for k, v in TINY.items() if k != "epochs"}
+    cfg = ExperimentConfig.from_dict({**config, "methods": ["random", "random-scratch", "transfer-scratch"]})
+    summary = run_experiment(cfg, out=tmp_path / "exp")
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["random-scratch"]["teacher"] == "-" and rows["transfer-scratch"]["teacher"] == "animal-mnist"
+    scratch, control = Run(rows["transfer-scratch"]["run_dir"]), Run(rows["random-scratch"]["run_dir"])
+    phase = lambda run: {k: run.config()["recipe"]["phase"][k] for k in ("epochs", "lr")}  # noqa: E731
+    assert phase(control) == phase(scratch)
+    assert control.config()["weights_file"] is None  # from random init
+    # the same random mask as the `random` cell fine-tunes
+    random_mask = Mask.load(Run(rows["random"]["run_dir"]).config()["mask_file"])
+    assert torch.equal(Mask.load(control.file("mask.safetensors")).keep_vector(), random_mask.keep_vector())
+    assert "| random-scratch |" in summary["table"]

@@ -12,7 +12,8 @@ from ..errors import RunError
 from ..recipes import read_yaml_mapping
 
 SHIPPED = Path(__file__).parent  # the shipped configs live next to this module
-METHODS = ("dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random", "l1", "slimming")
+METHODS = ("dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random", "l1", "slimming",
+           "random-scratch")
 
 
 @dataclass

@@ -66,7 +66,6 @@ class Workspace:
         from ..runs import Run
         from ..runs.folder import MASK, WEIGHTS
 
-        cfg = self.cfg
         budget = cell.budget
         s, student = cell.seed, cell.student
         tag = f"{safe_name(student)}-{budget.slug}-s{s}"
@@ -77,27 +76,41 @@ class Workspace:
             return self.finetune(f"direct-{tag}", student, s, prune / MASK, self.dense(student, s) / WEIGHTS)
         if cell.method in ("random", "l1", "slimming"):
             dense = self.dense(student, s)
-            mask_file = self.root / f"{cell.method}-{tag}.mask.safetensors"
-            if not mask_file.is_file():
-                self._baseline_mask(dense, budget, cell.method, s).save(mask_file)
-            return self.finetune(f"{cell.method}-{tag}", student, s, mask_file, dense / WEIGHTS)
+            return self.finetune(f"{cell.method}-{tag}", student, s, self._mask_file(dense, budget, cell.method, s, tag),
+                                 dense / WEIGHTS)
+        if cell.method == "random-scratch":  # transfer-scratch's control: the student's random mask, same schedule
+            mask_file = self._mask_file(self.dense(student, s), budget, "random", s, tag)
+            return self._transfer(mask_file, student, s, "scratch", self.root / f"random-scratch-{tag}")
         # transfer-scratch / transfer-finetune
+        protocol = cell.method.split("-", 1)[1]
+        return self._transfer(self.teacher_mask(cell.teacher, budget, s), student, s, protocol,
+                              self.root / f"{cell.method}-{safe_name(cell.teacher)}-{tag}")
+
+    def _mask_file(self, dense_run: Path, budget: Budget, method: str, seed: int, tag: str) -> Path:
+        """A baseline's mask of the dense student (made once, shared by the cells that use it)."""
+        mask_file = self.root / f"{method}-{tag}.mask.safetensors"
+        if not mask_file.is_file():
+            self._baseline_mask(dense_run, budget, method, seed).save(mask_file)
+        return mask_file
+
+    def _transfer(self, mask: Any, student: str, seed: int, protocol: str, out: Path) -> dict[str, Any]:
+        """``mask`` applied to ``student`` by :func:`~chipnet_zoo.mask_transfer.transfer`: fine-tuned from the dense
+        student, or (``scratch``) trained from random init with the dense model's whole training schedule (the
+        paper's protocol)."""
         from ..mask_transfer import StudentTraining, transfer
         from ..recipes import load_recipe, phase_config
+        from ..runs.folder import WEIGHTS
 
-        protocol = cell.method.split("-", 1)[1]
-        teacher_mask = self.teacher_mask(cell.teacher, budget, s)
-        dense = self.dense(student, s) / WEIGHTS if protocol == "finetune" else None
-        # scratch: the slim student gets the dense model's whole training schedule (the paper's protocol)
+        cfg = self.cfg
+        dense = self.dense(student, seed) / WEIGHTS if protocol == "finetune" else None
         epochs, lr = (cfg.epochs or {}).get("finetune"), None
         if protocol == "scratch":
             train = phase_config(load_recipe(cfg.recipe), "train", epochs=(cfg.epochs or {}).get("train"))
             epochs, lr = train["epochs"], train["lr"]
-        training = StudentTraining(recipe=cfg.recipe, epochs=epochs, lr=lr, seed=s, data_seed=cfg.data_seed,
+        training = StudentTraining(recipe=cfg.recipe, epochs=epochs, lr=lr, seed=seed, data_seed=cfg.data_seed,
                                    max_samples=cfg.samples(student))
-        return transfer(teacher_mask, student, protocol=protocol, arch=cfg.arch, training=training,
-                        registry=self.registry, out=self.root / f"{cell.method}-{safe_name(cell.teacher)}-{tag}",
-                        dense_weights=dense, progress=self.progress, argv=self.command)
+        return transfer(mask, student, protocol=protocol, arch=cfg.arch, training=training, registry=self.registry,
+                        out=out, dense_weights=dense, progress=self.progress, argv=self.command)
 
     def _baseline_mask(self, dense_run: Path, budget: Budget, method: str, seed: int):
         from ..baselines import baseline_mask
