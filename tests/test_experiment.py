@@ -272,6 +272,7 @@ def test_latency_budgets_are_refused_in_experiment_configs():
         ExperimentConfig.from_dict({**TINY, "budgets": ["latency:0.5"]})
 
 
+@pytest.mark.slow
 def test_random_scratch_trains_the_students_random_mask_from_scratch_like_transfer_scratch(tmp_path):
     """transfer-scratch's control: the student's own random mask (the one `random` fine-tunes), slimmed and
     trained from random init with the same (dense) schedule as transfer-scratch."""
