@@ -64,7 +64,7 @@ from .errors import LatencyKeyWarning, LatencyTableError
 from .gates import plain_model
 from .groups import forward_with_hooks
 from .support import CONV_TYPES
-from .threshold import AutoWidths
+from .threshold import AUTO, AutoWidths, check_round_to
 
 #: Version of the table's JSON layout (a cache file of another version is measured again).
 TABLE_FORMAT = 1
@@ -755,10 +755,10 @@ def auto_round_to(table: LatencyTable, model: nn.Module, graph, *, repeats: int 
         LatencyTableError: the table was measured on another machine (the widths are timed here, on the
             model's device), or for another model.
     """
-    device, diffs = _model_device(model), machine_differences(table, model)
+    device, diffs = _model_device(model), machine_differences(table.key, model)
     if diffs:
         raise LatencyTableError(f"round_to='auto' times widths on this machine, but the latency table was measured "
-                                f"on another ({', '.join(diffs)} differ): measure a table here")
+                                f"on another ({'; '.join(diffs)}): measure a table here")
     table.predictor(graph)  # checks that the table is this model's
     repeats = DEFAULT_REPEATS if repeats is None else int(repeats)
     warmup = DEFAULT_WARMUP if warmup is None else int(warmup)
@@ -794,10 +794,11 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def machine_differences(table: LatencyTable, model: nn.Module) -> list[str]:
-    """The :data:`MACHINE_FIELDS` in which ``table`` was measured elsewhere than where ``model`` runs now."""
+def machine_differences(recorded: Mapping[str, Any], model: nn.Module) -> list[str]:
+    """The :data:`MACHINE_FIELDS` in which ``recorded`` (a table's key, a mask's ``metadata["latency"]``) differs
+    from where ``model`` runs now, each as ``"<field> <there> there, <here> here"``."""
     here = machine_key(_model_device(model))
-    return [k for k in MACHINE_FIELDS if table.key.get(k) != here[k]]
+    return [f"{k} {recorded.get(k)!r} there, {here[k]!r} here" for k in MACHINE_FIELDS if recorded.get(k) != here[k]]
 
 
 def resolve_round_to(round_to: int | str | tuple, *, model: nn.Module, graph, example_input: torch.Tensor,
@@ -805,8 +806,6 @@ def resolve_round_to(round_to: int | str | tuple, *, model: nn.Module, graph, ex
     """``round_to`` as the thresholding takes it: ``"auto"`` becomes :func:`auto_round_to` against
     ``latency_table`` (or a table measured, or read from the cache, for ``model`` here); anything else is
     checked (:func:`~chipnet_zoo.threshold.check_round_to`) and returned."""
-    from .threshold import AUTO, check_round_to
-
     round_to = check_round_to(round_to)
     if round_to != AUTO:
         return round_to
@@ -826,12 +825,9 @@ def check_machine(metadata: Mapping[str, Any], model: nn.Module) -> None:
     recorded = metadata.get("latency")
     if not isinstance(recorded, Mapping):
         return
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    if device.type == "meta":
+    if _model_device(model).type == "meta":
         return
-    here = machine_key(device)
-    diffs = [f"{k} {recorded.get(k)!r} there, {here[k]!r} here" for k in MACHINE_FIELDS if recorded.get(k) != here[k]]
+    diffs = machine_differences(recorded, model)
     if diffs:
         warnings.warn(f"this mask's latency budget was measured on another machine ({'; '.join(diffs)}): its "
                       f"predicted speed-up may not hold here; re-threshold it with a table measured here "

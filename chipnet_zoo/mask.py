@@ -52,7 +52,6 @@ def _example_input(model: nn.Module, metadata: Mapping[str, Any],
     return torch.randn(1, *shape, device=device)
 
 
-
 def read_mask_file(path: str | Path) -> bytes:
     """The bytes of a mask file, refused before reading when it is missing or larger than any mask."""
     path = Path(path)
@@ -62,6 +61,7 @@ def read_mask_file(path: str | Path) -> bytes:
         raise MaskFormatError(f"{path} is not a mask file: {path.stat().st_size} bytes, more than the "
                               f"{MAX_MASK_BYTES} accepted")
     return path.read_bytes()
+
 
 class Mask:
     """Per-group kept channels and scores of one model, plus metadata.
@@ -299,9 +299,9 @@ class Mask:
         ``round_to``, ``min_keep`` and ``floor`` default to the ones the mask was made with (``hparams``, else
         1, 0 and 0); a ``floor`` is relative to the budget, so it is recomputed for the new one. Groups
         around grouped convs keep whole units: a multiple of ``lcm(round_to, group.granularity)`` channels.
-        A mask made with ``round_to="auto"`` keeps its recorded per-group blocks on a model with the same
-        groups, unless ``latency_table`` is given: then the fast widths are measured again on ``model``'s
-        device against that table (:func:`~chipnet_zoo.latency.auto_round_to`), as for ``round_to="auto"``.
+        A mask made with ``round_to="auto"`` keeps its recorded per-group widths, unless ``latency_table`` was
+        measured on this machine: then the fast widths are measured again on ``model``'s device against it
+        (:func:`~chipnet_zoo.latency.auto_round_to`), as ``round_to="auto"`` passed here always does.
 
         A ``latency`` budget needs ``latency_table``, a :class:`~chipnet_zoo.latency.LatencyTable` measured for
         ``model`` at this input size (``build_latency_table(model, example_input)``): it is never measured here,
@@ -461,7 +461,7 @@ def _rethreshold_round_to(hparams: Mapping[str, Any], round_to: int | str | tupl
         kind = hparams.get("round_to", 1)
         if kind not in (AUTO, PER_GROUP):
             return check_round_to(kind)
-        if kind == AUTO and latency_table is not None and not machine_differences(latency_table, model):
+        if kind == AUTO and latency_table is not None and not machine_differences(latency_table.key, model):
             return resolve_round_to(AUTO, model=model, graph=graph, example_input=x, latency_table=latency_table)
         recorded = hparams.get("round_to_groups")
         if isinstance(recorded, list) and len(recorded) == len(graph.groups):

@@ -102,21 +102,7 @@ def _check_tag(machine: str, budget: Budget, key: str) -> str:
 
 
 def split_key(key: str) -> tuple[str, str, Budget, str | None]:
-    """:func:`parse_key` plus the key's machine tag (``None`` unless a latency key names one)."""
-    arch, dataset, budget = parse_key(key)
-    return arch, dataset, budget, _SLUG.fullmatch(key.rsplit("/", 1)[1])["machine"]
-
-
-def key_for(meta) -> str:
-    """The key a mask with this :class:`~chipnet_zoo.metadata.MaskMetadata` is published under (a latency mask's
-    names the machine its table was measured on)."""
-    latency = meta.extra.get("latency")
-    machine = machine_tag(latency) if meta.budget.kind == "latency" and isinstance(latency, Mapping) else None
-    return make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget, machine=machine)
-
-
-def parse_key(key: str) -> tuple[str, str, Budget]:
-    """``"tv--resnet50/cifar10/flops-0.25"`` -> ``("tv/resnet50", "cifar10", Budget("flops", 0.25))``.
+    """:func:`parse_key` plus the key's machine tag (``None`` unless a latency key names one).
 
     Raises:
         InvalidKeyError: a malformed or unsafe key (absolute, ``..``, backslashes, bad characters).
@@ -142,7 +128,24 @@ def parse_key(key: str) -> tuple[str, str, Budget]:
     if match["machine"]:
         _check_tag(match["machine"], budget, key)
     arch = "/".join(decode_name(p, "architecture") for p in parts[:-2])
-    return arch, decode_name(parts[-2], "dataset"), budget
+    return arch, decode_name(parts[-2], "dataset"), budget, match["machine"] or None
+
+
+def key_for(meta) -> str:
+    """The key a mask with this :class:`~chipnet_zoo.metadata.MaskMetadata` is published under (a latency mask's
+    names the machine its table was measured on)."""
+    latency = meta.extra.get("latency")
+    machine = machine_tag(latency) if meta.budget.kind == "latency" and isinstance(latency, Mapping) else None
+    return make_key(arch=meta.arch, dataset=meta.dataset, budget=meta.budget, machine=machine)
+
+
+def parse_key(key: str) -> tuple[str, str, Budget]:
+    """``"tv--resnet50/cifar10/flops-0.25"`` -> ``("tv/resnet50", "cifar10", Budget("flops", 0.25))``.
+
+    Raises:
+        InvalidKeyError: a malformed or unsafe key (absolute, ``..``, backslashes, bad characters).
+    """
+    return split_key(key)[:3]
 
 
 def canonical_key(key: str) -> str:
