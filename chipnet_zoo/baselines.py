@@ -69,22 +69,12 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     Raises:
         UnreachableBudgetError: the budget is below the smallest achievable ratio.
     """
-    from .cost import CostModel
-    from .gates import detach_gates
-    from .groups import build_channel_graph, output_classes
-    from .latency import check_measurable, latency_metadata, resolve_round_to, resolve_table
-    from .threshold import AUTO, check_round_to, threshold_hparams, threshold_scores
+    from .groups import output_classes
+    from .latency import cost_setup, latency_metadata
+    from .threshold import threshold_hparams, threshold_scores
 
     budget = Budget.parse(budget)
-    round_to = check_round_to(round_to)
-    wants_latency = budget.kind == "latency" or latency_table is not None
-    if (wants_latency or round_to == AUTO) and latency_table is None:
-        check_measurable(model, example_input)
-    detach_gates(model)
-    graph = build_channel_graph(model, example_input.detach()[:1])
-    table = resolve_table(model, example_input, graph=graph, latency_table=latency_table) if wants_latency else None
-    round_to = resolve_round_to(round_to, model=model, graph=graph, example_input=example_input, latency_table=table)
-    cost = CostModel(graph, table)
+    graph, cost, round_to = cost_setup(model, example_input, budget.kind, round_to, latency_table=latency_table)
     scores = channel_scores(model, graph, method, seed=seed)
     keep = threshold_scores(scores, cost, budget, round_to=round_to, min_keep=min_keep, floor=floor)
     meta: dict[str, Any] = {

@@ -813,6 +813,34 @@ def resolve_round_to(round_to: int | str | tuple, *, model: nn.Module, graph, ex
     return auto_round_to(table, model, graph, progress=progress)
 
 
+def cost_setup(model: nn.Module, example_input: torch.Tensor, budget_kind: str, round_to: int | str | tuple, *,
+               latency_table: LatencyTable | None = None, classifier_name: str | None = None):
+    """What a mask of ``model`` at a ``budget_kind`` budget is computed against: ``(graph, cost, round_to)``.
+
+    Shared by :class:`~chipnet_zoo.pruner.ChipNetPruner` and :func:`~chipnet_zoo.baselines.baseline_mask`.
+    Checks that a latency table can be measured before the (slow) graph is built, detaches any gates, traces
+    the channel graph, measures (or reads from the cache) the latency table of a ``latency`` budget, and
+    resolves ``round_to="auto"`` to per-group fast widths.
+
+    Raises:
+        LatencyTableError: a table is needed (``latency`` budget or ``round_to="auto"``), none is given and
+            none can be measured (e.g. the ``meta`` device).
+    """
+    from .cost import CostModel
+    from .gates import detach_gates
+    from .groups import build_channel_graph
+
+    round_to = check_round_to(round_to)
+    wants_latency = budget_kind == "latency" or latency_table is not None
+    if (wants_latency or round_to == AUTO) and latency_table is None:
+        check_measurable(model, example_input)
+    detach_gates(model)
+    graph = build_channel_graph(model, example_input.detach()[:1], classifier_name)
+    table = resolve_table(model, example_input, graph=graph, latency_table=latency_table) if wants_latency else None
+    round_to = resolve_round_to(round_to, model=model, graph=graph, example_input=example_input, latency_table=table)
+    return graph, CostModel(graph, table), round_to
+
+
 # --- masks -------------------------------------------------------------------------------------------
 def latency_metadata(cost) -> dict[str, Any]:
     """``{"latency": table.describe()}`` for a cost model with a latency table, else ``{}`` (mask metadata)."""

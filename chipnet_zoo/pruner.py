@@ -19,14 +19,12 @@ from .cost import CostModel
 from .errors import UnreachableBudgetError
 from .evaluation import evaluate
 from .gates import ChipNetGates, GateSchedule, attach_gates, crispness_loss, detach_gates, soft_keep
-from .groups import build_channel_graph, output_classes
-from .latency import LatencyTable, check_measurable, latency_metadata, resolve_round_to, resolve_table
+from .groups import output_classes
+from .latency import LatencyTable, cost_setup, latency_metadata
 from .mask import Mask
 from .slim import verify_model
 from .threshold import (
-    AUTO,
     check_min_keep,
-    check_round_to,
     describe_round_to,
     floor_fraction,
     smallest_mask,
@@ -159,23 +157,14 @@ class ChipNetPruner:
                  group_normalize: bool = True, round_to: int | str = 1, min_keep: float = 0.0,
                  floor: float = DEFAULT_FLOOR, check: bool = True, latency_table: LatencyTable | None = None):
         self.budget = Budget.parse(budget)
-        self.round_to = check_round_to(round_to)
-        wants_latency = self.budget.kind == "latency" or latency_table is not None
-        if (wants_latency or self.round_to == AUTO) and latency_table is None:
-            check_measurable(model, example_input)  # fail before the (slow) graph if no table can be measured
         self.min_keep = check_min_keep(min_keep)
         self.floor = check_min_keep(floor)
         self.model = model
         self.example_input = example_input.detach()[:1]
         self.schedule = schedule or GateSchedule()
         self.psi_travel = psi_travel
-        detach_gates(model)
-        self.graph = build_channel_graph(model, self.example_input, classifier_name)
-        table = (resolve_table(model, example_input, graph=self.graph, latency_table=latency_table)
-                 if wants_latency else None)
-        self.round_to = resolve_round_to(self.round_to, model=model, graph=self.graph, example_input=example_input,
-                                         latency_table=table)
-        self.cost = CostModel(self.graph, table)
+        self.graph, self.cost, self.round_to = cost_setup(model, example_input, self.budget.kind, round_to,
+                                                          latency_table=latency_table, classifier_name=classifier_name)
         if check:
             verify_model(model, self.graph, self.example_input, self.cost)
         smallest = float(self.cost.ratio(self.budget.kind, smallest_mask(torch.zeros(self.graph.num_channels),

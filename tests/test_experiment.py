@@ -156,7 +156,27 @@ def test_report_pairs_each_method_with_the_best_baseline_per_seed():
     assert paired[0]["vs_best"] == pytest.approx([0.05, 0.05, 0.05])
     cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.125"]})
     table = markdown_table(rows, cfg, total=len(rows))
-    assert "| flops:0.125 | chipnet-direct | random | +5.0 [+5.0, +5.0] (n=3) | +5.0 [+5.0, +5.0] (n=3) |" in table
+    assert "| flops:0.125 | chipnet-direct | random | +5.0 [+5.0, +5.0] (n=3) | +5.0 [+5.0, +5.0] (n=3) | - |" in table
+
+
+def test_report_pairs_transfer_scratch_with_its_schedule_matched_control():
+    from chipnet_zoo.experiments import markdown_table, paired_comparisons
+
+    def row(method, seed, acc, teacher="-"):
+        return {"cell": f"{method}{seed}{teacher}", "teacher": teacher, "student": "mnist5k", "method": method,
+                "budget_type": "flops", "budget": 0.125, "seed": seed, "test_accuracy": acc}
+
+    rows = []
+    for s, (scratch, control, rnd) in enumerate([(0.90, 0.89, 0.80), (0.92, 0.90, 0.81), (0.91, 0.91, 0.79)]):
+        rows += [row("transfer-scratch", s, scratch, teacher="animal-mnist"), row("random-scratch", s, control),
+                 row("random", s, rnd)]
+    paired = paired_comparisons(rows, "mnist5k")
+    assert [p["method"] for p in paired] == ["transfer-scratch (animal-mnist)"]  # the control is not a method
+    assert paired[0]["control"] == "random-scratch"
+    assert paired[0]["vs_control"] == pytest.approx([0.01, 0.02, 0.0])
+    assert paired[0]["vs_random"] == pytest.approx([0.10, 0.11, 0.12])
+    cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.125"]})
+    assert "+1.0 [-1.5, +3.5] (n=3) (random-scratch) |" in markdown_table(rows, cfg, total=len(rows))
 
 
 def test_lanes_split_the_grid_by_student_and_seed():

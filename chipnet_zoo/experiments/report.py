@@ -111,29 +111,42 @@ def _fmt_paired(differences: list[float]) -> str:
 
 BASELINE_METHODS = ("random", "l1", "slimming")
 
+#: Schedule-matched controls: a method trained from random init is compared with the student's random mask
+#: trained the same way, so that a gain can be credited to the mask rather than to the longer schedule.
+CONTROLS = {"transfer-scratch": "random-scratch"}
+
+#: Methods that are controls only: not pruning methods of their own, so not paired with the baselines.
+CONTROL_METHODS = frozenset(CONTROLS.values())
+
 
 def paired_comparisons(rows: list[dict[str, Any]], student: str) -> list[dict[str, Any]]:
     """Per budget and pruning method: the paired difference (same seed, hence the same dense model) to the
-    best baseline at that budget (the baseline with the highest mean) and to ``random``."""
+    best baseline at that budget (the baseline with the highest mean), to ``random`` and, for a method with a
+    schedule-matched control (:data:`CONTROLS`), to that control."""
     accs = _accuracies(rows, student)
     out = []
     for budget in _budget_order({b for _, b in accs}):
         base = {m: accs[(m, budget)] for m in BASELINE_METHODS if (m, budget) in accs}
         best = max(base, key=lambda m: statistics.fmean(base[m].values())) if base else None
         for (label, b), per_seed in sorted(accs.items(), key=lambda item: item[0][0]):
-            if b != budget or label in BASELINE_METHODS or label == "dense":
+            if b != budget or label in BASELINE_METHODS or label in CONTROL_METHODS or label == "dense":
                 continue
             row: dict[str, Any] = {"method": label, "budget": str(budget), "best_baseline": best}
-            for name, ref in (("best", best), ("random", "random" if "random" in base else None)):
-                seeds = sorted(set(per_seed) & set(base[ref])) if ref else []
-                row[f"vs_{name}"] = [per_seed[s] - base[ref][s] for s in seeds]
+            control = CONTROLS.get(label.split(" ")[0])
+            refs = {"best": base.get(best), "random": base.get("random"),
+                    "control": accs.get((control, budget)) if control else None}
+            for name, ref in refs.items():
+                seeds = sorted(set(per_seed) & set(ref)) if ref else []
+                row[f"vs_{name}"] = [per_seed[s] - ref[s] for s in seeds]
+            row["control"] = control
             out.append(row)
     return out
 
 
 def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int) -> str:
     """Per student: test accuracy (%) mean ± std over seeds (a row per method, a column per budget), then
-    the paired differences to the best baseline and to random with 95 % intervals."""
+    the paired differences to the best baseline, to random and to a schedule-matched control with 95 %
+    intervals."""
     partial = len(rows) < total
     kinds = sorted({b.kind for b in cfg.budgets})
     lines = [f"# Experiment `{cfg.name}`: {cfg.arch}, {', '.join(kinds)} budgets", ""]
@@ -165,11 +178,13 @@ def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int
         paired = paired_comparisons(rows, student)
         if paired:
             lines += [f"### Student `{student}`: paired differences (points; mean [95 % t-interval] over seeds)", "",
-                      "| budget | method | best baseline | − best baseline | − random |", "|---|---|---|---|---|"]
+                      "| budget | method | best baseline | − best baseline | − random | − its control |",
+                      "|---|---|---|---|---|---|"]
             for p in paired:
+                control = f"{_fmt_paired(p['vs_control'])} ({p['control']})" if p["vs_control"] else "-"
                 lines.append(f"| {p['budget']} | {p['method']} | {p['best_baseline'] or '-'} | "
                              f"{_fmt_paired(p['vs_best']) if p['vs_best'] else '-'} | "
-                             f"{_fmt_paired(p['vs_random']) if p['vs_random'] else '-'} |")
+                             f"{_fmt_paired(p['vs_random']) if p['vs_random'] else '-'} | {control} |")
             lines.append("")
     return "\n".join(lines)
 
