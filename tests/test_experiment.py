@@ -179,6 +179,28 @@ def test_report_pairs_transfer_scratch_with_its_schedule_matched_control():
     assert "+1.0 [-1.5, +3.5] (n=3) (random-scratch) |" in markdown_table(rows, cfg, total=len(rows))
 
 
+def test_scoreboard_counts_budgets_by_sign_and_interval():
+    from chipnet_zoo.experiments import markdown_table, scoreboard
+
+    def row(method, budget, seed, acc):
+        return {"cell": f"{method}{budget}{seed}", "teacher": "-", "student": "mnist5k", "method": method,
+                "budget_type": "flops", "budget": budget, "seed": seed, "test_accuracy": acc}
+
+    rows = []
+    for s in range(3):  # 0.25: clearly above random; 0.125: below on average, interval spans 0
+        rows += [row("chipnet-direct", 0.25, s, 0.90 + 0.01 * s), row("random", 0.25, s, 0.85),
+                 row("chipnet-direct", 0.125, s, [0.80, 0.79, 0.82][s]), row("random", 0.125, s, 0.81)]
+    board = scoreboard(rows, "mnist5k")
+    assert [(b["method"], b["reference"]) for b in board] == [("chipnet-direct", "best baseline"),
+                                                              ("chipnet-direct", "random")]
+    assert board[0]["budgets"] == 2 and board[0]["mean_at_least_0"] == 1
+    assert board[0]["interval_above_0"] == 1 and board[0]["interval_below_0"] == 0
+    assert [b for b, _ in board[0]["below"]] == ["flops:0.125"] and board[0]["below"][0][1] == pytest.approx(-0.667,
+                                                                                                           abs=1e-3)
+    cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.25", "flops:0.125"]})
+    assert "| chipnet-direct | best baseline | 2 | 1 | 1 | 0 | flops:0.125 (-0.7) |" in markdown_table(rows, cfg, 12)
+
+
 def test_lanes_split_the_grid_by_student_and_seed():
     from chipnet_zoo.experiments import lane_of
 

@@ -44,7 +44,7 @@ resumable loop), :mod:`.report` (tables, paired statistics, plots), :mod:`.zoo_e
 from __future__ import annotations
 
 from .config import METHODS, Cell, ExperimentConfig, extra_cells, grid, lane_of, list_configs, noisy_pairs
-from .report import markdown_table, paired_comparisons, paired_interval, write_reports
+from .report import markdown_table, paired_comparisons, paired_interval, scoreboard, write_reports
 from .results import read_results
 from .runner import run_experiment
 from .workspace import Workspace
@@ -52,4 +52,4 @@ from .zoo_export import export_zoo
 
 __all__ = ["METHODS", "Cell", "ExperimentConfig", "Workspace", "export_zoo", "extra_cells", "grid", "lane_of",
            "list_configs", "markdown_table", "noisy_pairs", "paired_comparisons", "paired_interval", "read_results",
-           "run_experiment", "write_reports"]
+           "run_experiment", "scoreboard", "write_reports"]

@@ -143,6 +143,27 @@ def paired_comparisons(rows: list[dict[str, Any]], student: str) -> list[dict[st
     return out
 
 
+def scoreboard(rows: list[dict[str, Any]], student: str) -> list[dict[str, Any]]:
+    """Per method and reference (best baseline, random, schedule-matched control): over the budgets of one
+    student, how many paired means are ≥ 0, how many 95 % intervals lie wholly above or below 0, and the
+    budgets where the mean is below 0 (with the mean, in points)."""
+    paired = paired_comparisons(rows, student)
+    out = []
+    for method in dict.fromkeys(p["method"] for p in paired):
+        for ref in ("best", "random", "control"):
+            diffs = [(p["budget"], p[f"vs_{ref}"]) for p in paired if p["method"] == method and p[f"vs_{ref}"]]
+            if not diffs:
+                continue
+            stats = [(budget, paired_interval(d)) for budget, d in diffs]
+            name = {"best": "best baseline", "random": "random"}.get(ref) or CONTROLS[method.split(" ")[0]]
+            out.append({"method": method, "reference": name, "budgets": len(stats),
+                        "mean_at_least_0": sum(m >= 0 for _, (m, _, _) in stats),
+                        "interval_above_0": sum(lo > 0 for _, (_, lo, _) in stats),
+                        "interval_below_0": sum(hi < 0 for _, (_, _, hi) in stats),
+                        "below": [(budget, 100 * m) for budget, (m, _, _) in stats if m < 0]})
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int) -> str:
     """Per student: test accuracy (%) mean ± std over seeds (a row per method, a column per budget), then
     the paired differences to the best baseline, to random and to a schedule-matched control with 95 %
@@ -185,6 +206,14 @@ def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int
                 lines.append(f"| {p['budget']} | {p['method']} | {p['best_baseline'] or '-'} | "
                              f"{_fmt_paired(p['vs_best']) if p['vs_best'] else '-'} | "
                              f"{_fmt_paired(p['vs_random']) if p['vs_random'] else '-'} | {control} |")
+            lines.append("")
+            lines += [f"### Student `{student}`: scoreboard (paired, over budgets)", "",
+                      "| method | − reference | budgets | mean ≥ 0 | interval > 0 | interval < 0 | mean < 0 at |",
+                      "|---|---|---|---|---|---|---|"]
+            for b in scoreboard(rows, student):
+                below = ", ".join(f"{budget} ({mean:+.1f})" for budget, mean in b["below"]) or "-"
+                lines.append(f"| {b['method']} | {b['reference']} | {b['budgets']} | {b['mean_at_least_0']} | "
+                             f"{b['interval_above_0']} | {b['interval_below_0']} | {below} |")
             lines.append("")
     return "\n".join(lines)
 
