@@ -20,7 +20,8 @@ from chipnet_zoo.groups import build_channel_graph
 from chipnet_zoo.slim import slim_model
 from chipnet_zoo.threshold import threshold_scores
 
-ARCHS = ["resnet56", "wrn-16-4", "preresnet164", "mobilenetv2-cifar", "tv/resnet50", "tv/mobilenet_v2",
+ARCHS = ["resnet56", "wrn-16-4", "mobilenetv2-cifar", "tv/resnet50", "tv/mobilenet_v2",
+         pytest.param("preresnet164", marks=pytest.mark.slow),  # ~20 s on 2 cores; its FLOPs case stays fast below
          pytest.param("tv/densenet121", marks=pytest.mark.slow)]  # concatenations; ~40 s on 2 cores
 TARGETS = [0.5, 0.25, 0.1]
 
@@ -39,15 +40,19 @@ def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
                 m.bias.data.copy_(torch.randn(c, generator=g) * 0.2)
 
 
-@pytest.fixture(scope="module", params=ARCHS)
-def arch_setup(request):
+def _setup(name: str):
     torch.manual_seed(0)
-    model = cz.create_model(request.param, num_classes=10)
+    model = cz.create_model(name, num_classes=10)
     _randomize_bn(model, 0)
     model.eval()
     x = torch.randn(1, 3, 32, 32)
     graph = build_channel_graph(model, x)
-    return request.param, model, x, graph, CostModel(graph)
+    return name, model, x, graph, CostModel(graph)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch_setup(request):
+    return _setup(request.param)
 
 
 def test_dense_cost_model_matches_measurement(arch_setup):
@@ -59,7 +64,15 @@ def test_dense_cost_model_matches_measurement(arch_setup):
 
 @pytest.mark.parametrize("kind", BUDGET_KINDS)
 def test_budget_exact_slim_equals_masked(arch_setup, kind):
-    name, model, x, graph, cost = arch_setup
+    _check_budget_exact(*arch_setup, kind)
+
+
+def test_budget_exact_on_the_deepest_preresnet_flops():
+    """The fast run's share of preresnet164 (164 layers, pre-activation); its other kinds run with the slow tests."""
+    _check_budget_exact(*_setup("preresnet164"), "flops")
+
+
+def _check_budget_exact(name, model, x, graph, cost, kind):
     batch = torch.randn(4, *x.shape[1:], generator=torch.Generator().manual_seed(1))
     for i, target in enumerate(TARGETS):
         scores = torch.rand(graph.num_channels, generator=torch.Generator().manual_seed(100 + i))
