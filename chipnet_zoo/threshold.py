@@ -283,19 +283,28 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     for _, g, pos, _ in blocks[:k]:
         kept[g] = max(kept[g], pos + 1)
     dense = float(cost.dense[budget.kind])
+    # the counts are bilinear with non-negative coefficients, so a channel's marginal count only grows as
+    # channels are added: marginals taken at an earlier (smaller) mask stay a lower bound. A latency table's
+    # steps need not grow with width, so there the marginals are taken again after every added block.
+    stale_ok = budget.kind != "latency"
     delta, slack = None, 0.0
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
         if pos != kept[g]:
             continue
-        if delta is None:  # exact single-channel costs at the current mask: their sum is a lower bound
+        if delta is None:  # single-channel costs at the mask: their sum is a lower bound on the block's
             keep = mask.to(torch.float64)
             slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
             delta = cost.marginal(keep, budget.kind)
         if float(delta[block].sum()) > slack + _EPS * dense:
             continue  # cannot fit: skip the exact evaluation
         trial = _with(mask, block)
-        if _fits(trial, cost, budget):
-            mask, kept[g], delta = trial, pos + 1, None
+        used = float(cost.ratio(budget.kind, trial.to(torch.float64)))
+        if used <= budget.value + _EPS:
+            mask, kept[g] = trial, pos + 1
+            if stale_ok:
+                slack = (budget.value - used) * dense
+            else:
+                delta = None
     return mask
 
 
