@@ -334,3 +334,30 @@ def test_random_scratch_trains_the_students_random_mask_from_scratch_like_transf
     random_mask = Mask.load(Run(rows["random"]["run_dir"]).config()["mask_file"])
     assert torch.equal(Mask.load(control.file("mask.safetensors")).keep_vector(), random_mask.keep_vector())
     assert "| random-scratch |" in summary["table"]
+
+
+@pytest.mark.slow
+def test_shared_runs_reuse_another_experiments_dense_and_pruning_runs(tmp_path):
+    from chipnet_zoo.errors import ResumeMismatchError
+    from chipnet_zoo.experiments import Workspace
+
+    base = {**TINY, "methods": ["dense", "chipnet-direct"]}
+    run_experiment(ExperimentConfig.from_dict(base), out=tmp_path / "a")
+    shared = tmp_path / "a" / "runs"
+    stamps = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in shared.iterdir()
+              if p.name.startswith(("dense-", "prune-"))}
+    assert sorted(stamps) == ["dense-mnist5k-s0", "prune-mnist5k-flops-0.25-s0"]
+
+    longer = ExperimentConfig.from_dict({**base, "epochs": {**base["epochs"], "finetune": 2}})
+    summary = run_experiment(longer, out=tmp_path / "b",
+                             workspace=lambda cfg, out: Workspace(cfg, out, shared_runs=shared))
+    assert summary["done"] == 2
+    assert sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) == ["direct-mnist5k-flops-0.25-s0"]
+    assert {name: (shared / name / "metrics.json").stat().st_mtime_ns for name in stamps} == stamps  # not redone
+    direct = json.loads((tmp_path / "b" / "runs" / "direct-mnist5k-flops-0.25-s0" / "metrics.json").read_text())
+    assert direct["epochs_done"] == 2
+
+    other_prune = ExperimentConfig.from_dict({**base, "epochs": {**base["epochs"], "prune": 2}})
+    with pytest.raises(ResumeMismatchError):  # a shared run made with other options is not silently reused
+        run_experiment(other_prune, out=tmp_path / "c",
+                       workspace=lambda cfg, out: Workspace(cfg, out, shared_runs=shared))

@@ -17,8 +17,13 @@ class Workspace:
     registry: Any = None
 
     def __init__(self, cfg: ExperimentConfig, out: str | os.PathLike, progress: bool = False,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None, shared_runs: str | os.PathLike | None = None):
+        """``shared_runs``: a folder for the dense and pruning runs instead of ``<out>/runs``, e.g. another
+        experiment's ``runs`` made with the same recipe, split and train/prune epochs, whose finished runs are
+        then reused (a run made there with other options raises
+        :class:`~chipnet_zoo.errors.ResumeMismatchError`)."""
         self.cfg, self.root, self.progress = cfg, Path(out) / "runs", progress
+        self.shared = Path(shared_runs) if shared_runs is not None else self.root
         self.command = list(command or [])  # recorded in each new run folder's config.json
 
     def teacher_mask(self, teacher: str, budget: Budget, seed: int) -> Any:
@@ -45,14 +50,14 @@ class Workspace:
 
     def dense(self, dataset: str, seed: int) -> Path:
         """A finished dense ``train`` run on ``dataset`` (trained once per dataset and seed)."""
-        out = self.root / f"dense-{safe_name(dataset)}-s{seed}"
+        out = self.shared / f"dense-{safe_name(dataset)}-s{seed}"
         self._run("train", out, dataset, seed)
         return out
 
     def prune(self, dataset: str, budget: Budget, seed: int) -> Path:
         """A finished ChipNet ``prune`` run from the dense model (once per dataset, budget and seed)."""
         dense = self.dense(dataset, seed)
-        out = self.root / f"prune-{safe_name(dataset)}-{budget.slug}-s{seed}"
+        out = self.shared / f"prune-{safe_name(dataset)}-{budget.slug}-s{seed}"
         self._run("prune", out, dataset, seed, from_run=str(dense), budget=budget)
         return out
 
