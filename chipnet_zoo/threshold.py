@@ -286,7 +286,7 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     # the counts are bilinear with non-negative coefficients, so a channel's marginal count only grows as
     # channels are added: marginals taken at an earlier (smaller) mask stay a lower bound. A latency table's
     # steps need not grow with width, so there the marginals are taken again after every added block.
-    stale_ok = budget.kind != "latency"
+    stale_ok = _REUSE_MARGINALS and budget.kind != "latency"
     delta, slack = None, 0.0
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
         if pos != kept[g]:
@@ -306,6 +306,10 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
             else:
                 delta = None
     return mask
+
+
+#: The fill pass reuses count marginals as lower bounds (off: take them again after every block; tests compare).
+_REUSE_MARGINALS = True
 
 
 def _fits(mask: torch.Tensor, cost: CostModel, budget: Budget) -> bool:

@@ -199,3 +199,31 @@ def test_floor_and_min_keep_in_the_pruner_baselines_and_rethreshold():
         cz.ChipNetPruner(model, "flops:0.1", example_input=x, min_keep=0.5)
     with pytest.raises(ValueError, match="must be a fraction in"):
         cz.ChipNetPruner(model, "flops:0.5", example_input=x, floor=1.5)
+
+
+@pytest.mark.parametrize("arch,size", [("tv/regnet_x_400mf", 64), ("mobilenetv2-cifar", 32)])
+def test_fill_reusing_marginals_gives_the_masks_of_fresh_marginals(arch, size, monkeypatch):
+    """The block fill reuses single-channel marginals as lower bounds while it adds blocks (counts only grow);
+    the masks must be those of taking the marginals again after every block."""
+    from chipnet_zoo import threshold
+    from chipnet_zoo.errors import UnreachableBudgetError
+
+    model = cz.create_model(arch, num_classes=10)
+    x = torch.randn(1, 3, size, size)
+    graph = build_channel_graph(model, x)
+    cost = CostModel(graph)
+    cases = [(kind, target, seed) for kind in BUDGET_KINDS for target in (0.5, 0.1) for seed in (0, 1)]
+    masks = {}
+    for reuse in (True, False):
+        monkeypatch.setattr(threshold, "_REUSE_MARGINALS", reuse)
+        for kind, target, seed in cases:
+            scores = torch.rand(graph.num_channels, generator=torch.Generator().manual_seed(seed))
+            try:
+                masks[reuse, kind, target, seed] = threshold_scores(scores, cost, cz.Budget(kind, target), round_to=8)
+            except UnreachableBudgetError:
+                masks[reuse, kind, target, seed] = None
+    reached = [c for c in cases if masks[(True, *c)] is not None]
+    assert len(reached) >= len(cases) // 2
+    for kind, target, seed in cases:
+        old, new = masks[False, kind, target, seed], masks[True, kind, target, seed]
+        assert (old is None and new is None) or torch.equal(old, new), (arch, kind, target, seed)
