@@ -12,9 +12,9 @@ same schedule shape: SGD, multistep at 50 % / 75 %), and reports them next to th
     OMP_NUM_THREADS=1 python benchmarks/finetune_length.py --epochs 40 --lane 1/2
     python benchmarks/finetune_length.py --epochs 40 --report
 
-``--reuse`` takes the dense and pruning runs from a finished offline grid's ``runs`` folder (the same recipe,
-seeds, split and train/prune epochs, so they are reused as finished), so only the fine-tuning runs are new.
-Writes
+``--reuse`` takes the dense and pruning runs from a finished offline grid's ``runs`` folder in place (the same
+recipe, seeds, split and train/prune epochs, so they are reused as finished; a missing one would be made
+there), so only the fine-tuning runs are new. Writes (without ``--lane``, or with ``--report``)
 ``benchmarks/results/finetune_length.md``; run folders go to ``--out`` (default ``/tmp/finetune-length``).
 """
 
@@ -97,19 +97,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=40, help="fine-tuning epochs (the grid uses 10)")
     parser.add_argument("--out", default="/tmp/finetune-length")
-    parser.add_argument("--reuse", help="a finished offline grid's output folder to copy dense/prune runs from")
+    parser.add_argument("--reuse", help="a finished offline grid's output folder whose dense/prune runs to use")
     parser.add_argument("--lane", help="K/N: run every N-th (student, seed) pair from the K-th")
     parser.add_argument("--report", action="store_true", help="only write the table of what has run")
     args = parser.parse_args()
     out = Path(args.out) / f"e{args.epochs}"
     if not args.report:
-        lane = tuple(int(x) for x in args.lane.split("/")) if args.lane else None
+        lane = None
+        if args.lane:
+            k, _, n = args.lane.partition("/")
+            if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+                parser.error(f"--lane must be K/N with 0 <= K < N, got {args.lane!r}")
+            lane = (int(k), int(n))
         shared = Path(args.reuse) / "runs" if args.reuse else None
         run_experiment(config(args.epochs), out=out, lane=lane,
                        workspace=lambda cfg, path: Workspace(cfg, path, shared_runs=shared))
     text = table(out, args.epochs)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(text + "\n")
+    if args.report or not args.lane:  # a lane's table may miss the other lane's cells
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(text + "\n")
     print(text)
 
 

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from .budget import Budget
+from .budget import COUNT_KINDS, Budget
 from .cost import CostModel
 from .errors import UnreachableBudgetError
 
@@ -283,33 +283,30 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     for _, g, pos, _ in blocks[:k]:
         kept[g] = max(kept[g], pos + 1)
     dense = float(cost.dense[budget.kind])
-    # the counts are bilinear with non-negative coefficients, so a channel's marginal count only grows as
-    # channels are added: marginals taken at an earlier (smaller) mask stay a lower bound. A latency table's
-    # steps need not grow with width, so there the marginals are taken again after every added block.
-    stale_ok = _REUSE_MARGINALS and budget.kind != "latency"
-    delta, slack = None, 0.0
+    # A count is bilinear in the keep vector with non-negative coefficients: a block's cost is at least the sum
+    # of its channels' marginals, and a marginal only grows as channels are added, so marginals taken at an
+    # earlier (smaller) mask stay a lower bound and can skip blocks that cannot fit. A latency table is
+    # monotone but not convex in width, so a sum of single-channel steps can exceed a block's real cost:
+    # there every candidate block gets the exact check.
+    bound = _FILL_BOUND and budget.kind in COUNT_KINDS
+    keep = mask.to(torch.float64)
+    slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
+    delta = cost.marginal(keep, budget.kind) if bound else None
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
         if pos != kept[g]:
             continue
-        if delta is None:  # single-channel costs at the mask: their sum is a lower bound on the block's
-            keep = mask.to(torch.float64)
-            slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
-            delta = cost.marginal(keep, budget.kind)
-        if float(delta[block].sum()) > slack + _EPS * dense:
+        if delta is not None and float(delta[block].sum()) > slack + _EPS * dense:
             continue  # cannot fit: skip the exact evaluation
         trial = _with(mask, block)
         used = float(cost.ratio(budget.kind, trial.to(torch.float64)))
         if used <= budget.value + _EPS:
-            mask, kept[g] = trial, pos + 1
-            if stale_ok:
-                slack = (budget.value - used) * dense
-            else:
-                delta = None
+            mask, kept[g], slack = trial, pos + 1, (budget.value - used) * dense
     return mask
 
 
-#: The fill pass reuses count marginals as lower bounds (off: take them again after every block; tests compare).
-_REUSE_MARGINALS = True
+#: The block fill skips the exact check of blocks whose marginal lower bound exceeds the slack (off: every
+#: candidate block gets the exact check; the tests compare the two).
+_FILL_BOUND = True
 
 
 def _fits(mask: torch.Tensor, cost: CostModel, budget: Budget) -> bool:

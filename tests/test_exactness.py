@@ -202,9 +202,9 @@ def test_floor_and_min_keep_in_the_pruner_baselines_and_rethreshold():
 
 
 @pytest.mark.parametrize("arch,size", [("tv/regnet_x_400mf", 64), ("mobilenetv2-cifar", 32)])
-def test_fill_reusing_marginals_gives_the_masks_of_fresh_marginals(arch, size, monkeypatch):
-    """The block fill reuses single-channel marginals as lower bounds while it adds blocks (counts only grow);
-    the masks must be those of taking the marginals again after every block."""
+def test_fill_lower_bound_skips_only_blocks_that_cannot_fit(arch, size, monkeypatch):
+    """The block fill skips a block when its channels' marginal costs (taken at an earlier, smaller mask)
+    already exceed the slack; the masks must be those of checking every candidate block exactly."""
     from chipnet_zoo import threshold
     from chipnet_zoo.errors import UnreachableBudgetError
 
@@ -214,16 +214,16 @@ def test_fill_reusing_marginals_gives_the_masks_of_fresh_marginals(arch, size, m
     cost = CostModel(graph)
     cases = [(kind, target, seed) for kind in BUDGET_KINDS for target in (0.5, 0.1) for seed in (0, 1)]
     masks = {}
-    for reuse in (True, False):
-        monkeypatch.setattr(threshold, "_REUSE_MARGINALS", reuse)
+    for bound in (True, False):
+        monkeypatch.setattr(threshold, "_FILL_BOUND", bound)
         for kind, target, seed in cases:
             scores = torch.rand(graph.num_channels, generator=torch.Generator().manual_seed(seed))
             try:
-                masks[reuse, kind, target, seed] = threshold_scores(scores, cost, cz.Budget(kind, target), round_to=8)
+                masks[bound, kind, target, seed] = threshold_scores(scores, cost, cz.Budget(kind, target), round_to=8)
             except UnreachableBudgetError:
-                masks[reuse, kind, target, seed] = None
+                masks[bound, kind, target, seed] = None
     reached = [c for c in cases if masks[(True, *c)] is not None]
     assert len(reached) >= len(cases) // 2
     for kind, target, seed in cases:
-        old, new = masks[False, kind, target, seed], masks[True, kind, target, seed]
-        assert (old is None and new is None) or torch.equal(old, new), (arch, kind, target, seed)
+        exact, bounded = masks[False, kind, target, seed], masks[True, kind, target, seed]
+        assert (exact is None and bounded is None) or torch.equal(exact, bounded), (arch, kind, target, seed)

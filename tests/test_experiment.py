@@ -199,6 +199,10 @@ def test_scoreboard_counts_budgets_by_sign_and_interval():
                                                                                                            abs=1e-3)
     cfg = ExperimentConfig.from_dict({**TINY, "budgets": ["flops:0.25", "flops:0.125"]})
     assert "| chipnet-direct | best baseline | 2 | 1 | 1 | 0 | flops:0.125 (-0.7) |" in markdown_table(rows, cfg, 12)
+    one_seed = [r for r in rows if r["seed"] == 0]  # no interval at n=1: said, not counted as spanning 0
+    single = scoreboard(one_seed, "mnist5k")[0]
+    assert single["single_seed"] == 2 and single["interval_above_0"] == single["interval_below_0"] == 0
+    assert "| chipnet-direct | best baseline | 2 (2 with n=1: no interval) |" in markdown_table(one_seed, cfg, 4)
 
 
 def test_lanes_split_the_grid_by_student_and_seed():

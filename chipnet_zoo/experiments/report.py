@@ -146,7 +146,8 @@ def paired_comparisons(rows: list[dict[str, Any]], student: str) -> list[dict[st
 def scoreboard(rows: list[dict[str, Any]], student: str) -> list[dict[str, Any]]:
     """Per method and reference (best baseline, random, schedule-matched control): over the budgets of one
     student, how many paired means are ≥ 0, how many 95 % intervals lie wholly above or below 0, and the
-    budgets where the mean is below 0 (with the mean, in points)."""
+    budgets where the mean is below 0 (with the mean, in points). A budget with one seed has no interval:
+    it counts in neither interval column (``single_seed`` counts those budgets)."""
     paired = paired_comparisons(rows, student)
     out = []
     for method in dict.fromkeys(p["method"] for p in paired):
@@ -160,6 +161,7 @@ def scoreboard(rows: list[dict[str, Any]], student: str) -> list[dict[str, Any]]
                         "mean_at_least_0": sum(m >= 0 for _, (m, _, _) in stats),
                         "interval_above_0": sum(lo > 0 for _, (_, lo, _) in stats),
                         "interval_below_0": sum(hi < 0 for _, (_, _, hi) in stats),
+                        "single_seed": sum(len(d) < 2 for _, d in diffs),
                         "below": [(budget, 100 * m) for budget, (m, _, _) in stats if m < 0]})
     return out
 
@@ -212,7 +214,8 @@ def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int
                       "|---|---|---|---|---|---|---|"]
             for b in scoreboard(rows, student):
                 below = ", ".join(f"{budget} ({mean:+.1f})" for budget, mean in b["below"]) or "-"
-                lines.append(f"| {b['method']} | {b['reference']} | {b['budgets']} | {b['mean_at_least_0']} | "
+                budgets = f"{b['budgets']} ({b['single_seed']} with n=1: no interval)" if b["single_seed"] else b["budgets"]
+                lines.append(f"| {b['method']} | {b['reference']} | {budgets} | {b['mean_at_least_0']} | "
                              f"{b['interval_above_0']} | {b['interval_below_0']} | {below} |")
             lines.append("")
     return "\n".join(lines)

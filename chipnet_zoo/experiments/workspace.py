@@ -20,8 +20,8 @@ class Workspace:
                  command: list[str] | None = None, shared_runs: str | os.PathLike | None = None):
         """``shared_runs``: a folder for the dense and pruning runs instead of ``<out>/runs``, e.g. another
         experiment's ``runs`` made with the same recipe, split and train/prune epochs, whose finished runs are
-        then reused (a run made there with other options raises
-        :class:`~chipnet_zoo.errors.ResumeMismatchError`)."""
+        then reused. Runs missing there are made there, and unfinished ones resumed there (so that folder is
+        written to); a run made there with other options raises :class:`~chipnet_zoo.errors.ResumeMismatchError`."""
         self.cfg, self.root, self.progress = cfg, Path(out) / "runs", progress
         self.shared = Path(shared_runs) if shared_runs is not None else self.root
         self.command = list(command or [])  # recorded in each new run folder's config.json
