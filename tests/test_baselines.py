@@ -76,10 +76,19 @@ def test_l1_mask_keeps_the_largest_filters(trained_like):
             assert s[k].min() >= s[~k].max()
 
 
-def test_unknown_method_and_unreachable_budget(trained_like):
+def test_unknown_method_and_unreachable_budget(trained_like, monkeypatch):
     model, x = trained_like
-    with pytest.raises(ValueError, match="unknown baseline"):
-        baseline_mask(model, "flops:0.5", "magic", example_input=x)
+    import chipnet_zoo.groups as groups
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("the graph was built before the arguments were checked")
+
+    with monkeypatch.context() as m:  # bad arguments fail before the graph (and any latency measurement)
+        m.setattr(groups, "build_channel_graph", no_graph)
+        with pytest.raises(ValueError, match="unknown baseline"):
+            baseline_mask(model, "latency:0.5", "magic", example_input=x)
+        with pytest.raises(ValueError):
+            baseline_mask(model, "latency:0.5", "l1", example_input=x, floor=-1.0)
     with pytest.raises(UnreachableBudgetError):
         baseline_mask(model, "params:0.0001", "l1", example_input=x)
 
