@@ -249,7 +249,7 @@ SMALL = ["--dataset", "mnist5k", "--max-samples", "64", "--image-size", "32", "-
 
 
 @pytest.mark.parametrize("arch", [
-    "timm/regnety_002",
+    pytest.param("timm/regnety_002", marks=pytest.mark.slow),  # ~11 s; grouped models stay in the fast run above
     pytest.param("tv/regnet_x_400mf", marks=pytest.mark.slow),
     pytest.param("timm/resnext26ts", marks=pytest.mark.slow),
     pytest.param("tv/resnext50_32x4d", marks=pytest.mark.slow),

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chipnet_zoo.mask import Mask
 
 
+@pytest.mark.slow  # ~16 s: the whole demo end to end; CI runs it
 def test_demo_quick(tmp_path):
     home = tmp_path / "home"
     repo = str(Path(__file__).resolve().parents[1])  # this checkout's chipnet_zoo, not an installed one

@@ -72,7 +72,7 @@ def conv_weights(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.dim() == 4)
 
 
-@pytest.mark.parametrize("fmt,exporter", [pytest.param("onnx", "dynamo", marks=needs_onnx),
+@pytest.mark.parametrize("fmt,exporter", [pytest.param("onnx", "dynamo", marks=[needs_onnx, pytest.mark.slow]),
                                           pytest.param("onnx", "legacy", marks=needs_onnx),
                                           ("torchscript", "dynamo"), ("pt2", "dynamo")])
 def test_export_matches_the_slim_model(resnet8, tmp_path, fmt, exporter):
@@ -97,6 +97,7 @@ def test_export_matches_the_slim_model(resnet8, tmp_path, fmt, exporter):
 
 
 @needs_onnx
+@pytest.mark.slow  # ~6 s
 def test_torchvision_resnet18_at_small_input(tmp_path):
     dense, slim, x = pruned("tv/resnet18", budget=0.25)
     for fmt in ("onnx", "pt2"):
