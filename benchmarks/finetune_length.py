@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 
 from chipnet_zoo.experiments import ExperimentConfig, Workspace, paired_interval, read_results, run_experiment
+from chipnet_zoo.experiments.report import _accuracies  # the report's per-seed accuracies, same labels
 
 HERE = Path(__file__).parent
 RESULT = HERE / "results" / "finetune_length.md"
@@ -44,16 +45,13 @@ def config(epochs: int) -> ExperimentConfig:
         "data_seed": 0})
 
 
-def _label(row: dict) -> str:
-    return f"{row['method']} ({row['teacher']})" if row["method"].startswith("transfer") else row["method"]
-
-
 def _per_seed(rows: list[dict]) -> dict[tuple[str, str, str], dict[int, float]]:
-    out: dict[tuple[str, str, str], dict[int, float]] = {}
-    for r in rows:
-        if r["method"] in METHODS and int(r["seed"]) in SEEDS:
-            budget = f"{r['budget_type']}:{format(float(r['budget']), 'g')}"
-            out.setdefault((r["student"], budget, _label(r)), {})[int(r["seed"])] = float(r["test_accuracy"])
+    """``{(student, budget, method label): {seed: test accuracy}}`` of the methods and seeds compared here."""
+    out = {}
+    for student in STUDENTS:
+        for (label, budget), per_seed in _accuracies(rows, student).items():
+            if label.split(" ")[0] in METHODS and str(budget) in BUDGETS:
+                out[student, str(budget), label] = {s: v for s, v in per_seed.items() if s in SEEDS}
     return out
 
 

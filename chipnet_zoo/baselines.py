@@ -71,11 +71,11 @@ def baseline_mask(model: nn.Module, budget: Budget | str, method: str, *, exampl
     """
     from .groups import output_classes
     from .latency import cost_setup, latency_metadata
+    from .scorers import check_baseline
     from .threshold import check_min_keep, threshold_hparams, threshold_scores
 
     budget = Budget.parse(budget)
-    if method not in BASELINES:  # checked before the graph and any latency measurement
-        raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
+    check_baseline(method)  # the arguments are checked before the graph and any latency measurement
     min_keep, floor = check_min_keep(min_keep), check_min_keep(floor)
     graph, cost, round_to = cost_setup(model, example_input, budget.kind, round_to, latency_table=latency_table)
     scores = channel_scores(model, graph, method, seed=seed)

@@ -130,10 +130,15 @@ class SlimmingScorer(_WeightScorer):
 BASELINE_SCORERS = {"random": RandomScorer, "l1": L1Scorer, "slimming": SlimmingScorer}
 
 
-def baseline_scorer(method: str, model: nn.Module, graph: ChannelGraph, *, seed: int = 0) -> ChannelScorer:
-    """The scorer of a baseline (``random``, ``l1`` or ``slimming``) on ``model``."""
-    if method == "random":
-        return RandomScorer(graph, seed)
+def check_baseline(method: str) -> str:
+    """``method`` if it names a baseline scorer, else a ``ValueError`` listing them."""
     if method not in BASELINE_SCORERS:
         raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINE_SCORERS)}")
+    return method
+
+
+def baseline_scorer(method: str, model: nn.Module, graph: ChannelGraph, *, seed: int = 0) -> ChannelScorer:
+    """The scorer of a baseline (``random``, ``l1`` or ``slimming``) on ``model``."""
+    if check_baseline(method) == "random":
+        return RandomScorer(graph, seed)
     return BASELINE_SCORERS[method](model, graph)

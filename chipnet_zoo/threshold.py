@@ -289,16 +289,15 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
     # monotone but not convex in width, so a sum of single-channel steps can exceed a block's real cost:
     # there every candidate block gets the exact check.
     bound = _FILL_BOUND and budget.kind in COUNT_KINDS
-    keep = mask.to(torch.float64)
-    slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
-    delta = cost.marginal(keep, budget.kind) if bound else None
+    slack = (budget.value - _ratio(mask, cost, budget)) * dense
+    delta = cost.marginal(mask.to(torch.float64), budget.kind) if bound else None
     for _, g, pos, block in blocks[k:]:  # fill: next blocks of a group, in rank order, while they fit
         if pos != kept[g]:
             continue
         if delta is not None and float(delta[block].sum()) > slack + _EPS * dense:
             continue  # cannot fit: skip the exact evaluation
         trial = _with(mask, block)
-        used = float(cost.ratio(budget.kind, trial.to(torch.float64)))
+        used = _ratio(trial, cost, budget)
         if used <= budget.value + _EPS:
             mask, kept[g], slack = trial, pos + 1, (budget.value - used) * dense
     return mask
@@ -309,8 +308,12 @@ def _threshold_blocks(scores: torch.Tensor, cost: CostModel, budget: Budget, rou
 _FILL_BOUND = True
 
 
+def _ratio(mask: torch.Tensor, cost: CostModel, budget: Budget) -> float:
+    return float(cost.ratio(budget.kind, mask.to(torch.float64)))
+
+
 def _fits(mask: torch.Tensor, cost: CostModel, budget: Budget) -> bool:
-    return float(cost.ratio(budget.kind, mask.to(torch.float64))) <= budget.value + _EPS
+    return _ratio(mask, cost, budget) <= budget.value + _EPS
 
 
 def _with(mask: torch.Tensor, added: torch.Tensor) -> torch.Tensor:

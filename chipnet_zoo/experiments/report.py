@@ -151,12 +151,12 @@ def scoreboard(rows: list[dict[str, Any]], student: str) -> list[dict[str, Any]]
     paired = paired_comparisons(rows, student)
     out = []
     for method in dict.fromkeys(p["method"] for p in paired):
-        for ref in ("best", "random", "control"):
-            diffs = [(p["budget"], p[f"vs_{ref}"]) for p in paired if p["method"] == method and p[f"vs_{ref}"]]
+        rows_of = [p for p in paired if p["method"] == method]
+        for ref, name in (("best", "best baseline"), ("random", "random"), ("control", rows_of[0]["control"])):
+            diffs = [(p["budget"], p[f"vs_{ref}"]) for p in rows_of if p[f"vs_{ref}"]]
             if not diffs:
                 continue
             stats = [(budget, paired_interval(d)) for budget, d in diffs]
-            name = {"best": "best baseline", "random": "random"}.get(ref) or CONTROLS[method.split(" ")[0]]
             out.append({"method": method, "reference": name, "budgets": len(stats),
                         "mean_at_least_0": sum(m >= 0 for _, (m, _, _) in stats),
                         "interval_above_0": sum(lo > 0 for _, (_, lo, _) in stats),
