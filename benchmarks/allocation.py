@@ -74,6 +74,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "refgrad-sqrt": ({"floor": 0.0}, {"budget_grad_at": "uniform", "budget_grad_power": 0.5}, "refgrad, ∝ sqrt(cost)"),
     "noharden": ({"floor": 0.0}, {"harden": 0.0}, "defaults without hardening"),
     "default-long": ({}, {"epochs_factor": 4}, "the defaults with a 4× longer phase (20 epochs, as many as the authors')"),
+    "default-xlong": ({}, {"epochs_factor": 89}, "the defaults with the authors' step count: 89× the phase (445 epochs "
+                      "of 63 steps, ~28 k steps, as the authors' CIFAR run)"),
     "psi-l1": ({}, {"psi_init": "l1"}, "the defaults, ψ warm-started from the filters' L1 norms (rank within the group)"),
     "distill": ({}, {"distill": True}, "the defaults, distillation from the dense model in the phase and in every "
                 "method's fine-tuning (weight 0.5, T 4)"),
@@ -224,7 +226,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             runs.setdefault((r["dataset"], r["budget"], r["seed"]), []).append(r["random_ft_test"])
     plain = {k: statistics.mean(v) for k, v in runs.items()}
     keys = sorted({key(r) for r in rows}, key=lambda k: (
-        k[0], -float(k[1].split(":")[1]), list(VARIANTS).index(k[2]) if k[2] in VARIANTS else 99, k[3]))
+        k[0], k[1].split(":")[0] != "flops", k[1].split(":")[0], -float(k[1].split(":")[1]),
+        list(VARIANTS).index(k[2]) if k[2] in VARIANTS else 99, k[3]))
     out = ["| dataset | budget | variant | seeds | kept per group (first seed) | before FT: ChipNet hard mask | "
            "before FT: random mask, same steps¹ | after FT: ChipNet | after FT: random¹ | "
            "after FT: ChipNet − plain random (paired, 95 % CI) |",
@@ -249,14 +252,14 @@ def report(rows: list[dict[str, Any]]) -> str:
             paired = f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] (n={len(diffs)})"
         else:
             paired = f"{100 * diffs[0]:+.1f} (n=1)" if diffs else "–"
-        label = k[2] + (f" ({k[3]} ep)" if k[2].endswith("long") else "")
+        label = k[2] + (f" ({k[3]} ep)" if "long" in k[2] else "")
         out.append(f"| {k[0]} | {k[1]} | {label} | {len(group)} | {', '.join(map(str, network_order(group[0])))} | "
                    f"{ms([r['hard_test'] for r in group])} | {ms([r['random_same_steps_test'] for r in group])} | "
                    f"{ms([r['chipnet_ft_test'] for r in ft]) if ft else '–'} | "
                    f"{ms([r['random_ft_test'] for r in ft]) if ft else '–'} | {paired} |")
     out.append("")
     out.append("¹ with the same width floor as ChipNet's mask, except in the `nofloor`-like rows (no floor) and the "
-               "`ufloor100-aware`, `psi-l1`, `distill` and `default-long` rows, whose random mask had no floor. The paired "
+               "`ufloor100-aware`, `psi-l1`, `distill`, `default-long` and `default-xlong` rows, whose random mask had no floor. The paired "
                "column compares with a plain random mask (no floor) of the same seed, averaged over the fine-tuning "
                "runs of that mask; the `distill` rows with their own random mask, fine-tuned with distillation too.")
     return "\n".join(out)

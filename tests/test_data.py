@@ -71,7 +71,7 @@ def test_offline_named_dataset(name):
     assert abs(float(xs.mean())) < 0.05 and abs(float(xs.std()) - 1) < 0.05
     # digits / silhouettes: crop with padding, never flipped
     assert b.augmentation == {"enabled": True, "random_crop_padding": 2, "hflip": False}
-    assert "RandomHorizontalFlip" not in repr(b.train_transform)
+    assert "hflip=False" in repr(b.train_transform)
     torch.manual_seed(0)
     for i in range(5):  # each augmented item is the eval item shifted by at most 2 px (zero fill), never flipped
         img, aug = b.train.images[i], b.train[i][0]
@@ -124,6 +124,36 @@ def test_normalize255_matches_torchvision():
     mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
     ref = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])(x)
     assert torch.allclose(Normalize255(mean, std)(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,pad,hflip,image", [((1, 28, 28), 2, False, None), ((3, 32, 32), 4, True, None),
+                                                   ((3, 9, 7), 3, True, None), ((2, 5, 6), 0, True, None),
+                                                   ((1, 4, 4), 6, False, None), ((3, 8, 6), 1, True, (11, 6)),
+                                                   ((1, 6, 6), 2, False, (4, 5))])
+def test_pad_crop_flip_is_torchvision_draw_for_draw(shape, pad, hflip, image):
+    """The fast augmentation returns what torchvision v2's RandomCrop(padding) + RandomHorizontalFlip return,
+    from the same random state, and leaves the generator where they leave it (so runs stay reproducible)."""
+    from torchvision.transforms import v2
+
+    from chipnet_zoo.data import Normalize255, build_transforms
+
+    mean, std = (0.4,) * shape[0], (0.3,) * shape[0]
+    ours, _ = build_transforms(shape, mean, std, augment=True, hflip=hflip, pad=pad)
+    aug = ([v2.RandomCrop(list(shape[1:]), padding=pad)] if pad else []) + ([v2.RandomHorizontalFlip()] if hflip else [])
+    ref = v2.Compose([*aug, Normalize255(mean, std)])
+    # images of the input size, or of another size (cropped to the input size from the padded image)
+    images = torch.randint(0, 256, (40, shape[0], *(image or shape[1:])), dtype=torch.uint8)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a = torch.stack([ours(x) for x in images])
+        after_ours = torch.rand(1)
+        torch.manual_seed(seed)
+        b = torch.stack([ref(x) for x in images])
+        assert torch.equal(a, b) and torch.equal(after_ours, torch.rand(1))
+    assert len({tuple(ours(images[0]).flatten().tolist()) for _ in range(30)}) > 1 or (pad == 0 and not hflip)
+    if 1 + 2 * pad < min(shape[1:]):  # an image too small to crop, even padded: an error, as torchvision raises
+        with pytest.raises(ValueError, match="larger than the padded image"):
+            ours(torch.zeros(shape[0], 1, 1, dtype=torch.uint8))
 
 
 def test_pickled_arrays_are_parsed_never_executed(tmp_path):

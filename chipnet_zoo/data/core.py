@@ -155,20 +155,49 @@ class Normalize255:
         return f"Normalize255(mean={list(self.mean)}, std={list(self.std)})"
 
 
+class PadCropFlip:
+    """Training augmentation on one uint8 ``(C, H, W)`` image: a random ``size`` crop of the image zero-padded
+    by ``pad`` pixels on each side (for an image of that size, a shift of up to ``pad`` pixels), then an
+    optional horizontal flip with probability 1/2, then ``normalize``.
+
+    It draws the same random numbers in the same order as torchvision's ``v2.RandomCrop(size, padding=pad)`` +
+    ``v2.RandomHorizontalFlip()`` and returns the same tensors (``tests/test_data.py``), at a fraction of their
+    per-image dispatch cost (docs/benchmarks.md, "Data loading vs training")."""
+
+    def __init__(self, size: tuple[int, int], pad: int, hflip: bool, normalize: Normalize255):
+        self.size, self.pad, self.hflip, self.normalize = (int(size[0]), int(size[1])), int(pad), bool(hflip), normalize
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (th, tw), p = x.shape[-2:], self.size, self.pad
+        if h + 2 * p < th or w + 2 * p < tw:
+            raise ValueError(f"crop size {(th, tw)} is larger than the padded image {(h + 2 * p, w + 2 * p)}")
+        # v2.RandomCrop draws the top offset, then the left one, each only where the padded side is longer
+        top = int(torch.randint(0, h + 2 * p - th + 1, size=())) if h + 2 * p > th else 0
+        left = int(torch.randint(0, w + 2 * p - tw + 1, size=())) if w + 2 * p > tw else 0
+        y0, x0 = top - p, left - p  # the crop's corner in image coordinates (negative: in the padding)
+        if (y0, x0, h, w) != (0, 0, th, tw):
+            out = x.new_zeros((*x.shape[:-2], th, tw))
+            r0, r1, c0, c1 = max(0, y0), min(h, y0 + th), max(0, x0), min(w, x0 + tw)
+            if r0 < r1 and c0 < c1:  # else the crop lies wholly in the padding
+                out[..., r0 - y0:r1 - y0, c0 - x0:c1 - x0] = x[..., r0:r1, c0:c1]
+            x = out
+        if self.hflip and not bool(torch.rand(1) >= 0.5):  # v2.RandomHorizontalFlip(p=0.5)'s test
+            x = x.flip(-1)
+        return self.normalize(x)
+
+    def __repr__(self) -> str:
+        return (f"PadCropFlip(size={list(self.size)}, pad={self.pad}, hflip={self.hflip}, "
+                f"normalize={self.normalize!r})")
+
+
 def build_transforms(input_size: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...], *,
                      augment: bool, hflip: bool, pad: int) -> tuple[Any, Any]:
-    """(train, eval) pipelines on uint8 ``(C, H, W)`` tensors: torchvision v2 augmentation (random crop with
-    zero padding, optional horizontal flip), then :class:`Normalize255`."""
-    from torchvision.transforms import v2
-
+    """(train, eval) pipelines on uint8 ``(C, H, W)`` tensors: :class:`PadCropFlip` (random crop with zero
+    padding, optional horizontal flip), then :class:`Normalize255`."""
     norm = Normalize255(mean, std)
-    aug: list[Any] = []
-    if augment:
-        if pad > 0:
-            aug.append(v2.RandomCrop(list(input_size[1:]), padding=pad))
-        if hflip:
-            aug.append(v2.RandomHorizontalFlip())
-    return (v2.Compose([*aug, norm]) if aug else norm), norm
+    if augment and (pad > 0 or hflip):
+        return PadCropFlip(input_size[1:], pad, hflip, norm), norm
+    return norm, norm
 
 
 # --- splitting -----------------------------------------------------------------------------------
