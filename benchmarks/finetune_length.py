@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 
 from chipnet_zoo.experiments import ExperimentConfig, Workspace, paired_interval, read_results, run_experiment
-from chipnet_zoo.experiments.report import _accuracies  # the report's per-seed accuracies, same labels
+from chipnet_zoo.experiments.report import _accuracies, _method_of  # the report's per-seed accuracies, labels
 
 HERE = Path(__file__).parent
 RESULT = HERE / "results" / "finetune_length.md"
@@ -50,7 +50,7 @@ def _per_seed(rows: list[dict]) -> dict[tuple[str, str, str], dict[int, float]]:
     out = {}
     for student in STUDENTS:
         for (label, budget), per_seed in _accuracies(rows, student).items():
-            if label.split(" ")[0] in METHODS and str(budget) in BUDGETS:
+            if _method_of(label) in METHODS and str(budget) in BUDGETS:
                 out[student, str(budget), label] = {s: v for s, v in per_seed.items() if s in SEEDS}
     return out
 

@@ -57,6 +57,11 @@ def _label(teacher: str, method: str) -> str:
     return f"{method} ({teacher})" if method.startswith("transfer") else method
 
 
+def _method_of(label: str) -> str:
+    """The method of a :func:`_label` (its teacher removed)."""
+    return label.split(" (", 1)[0]
+
+
 def _row_budget(row: dict[str, Any]) -> Budget:
     return Budget(row.get("budget_type") or "flops", float(row["budget"]))
 
@@ -132,7 +137,7 @@ def paired_comparisons(rows: list[dict[str, Any]], student: str) -> list[dict[st
             if b != budget or label in BASELINE_METHODS or label in CONTROL_METHODS or label == "dense":
                 continue
             row: dict[str, Any] = {"method": label, "budget": str(budget), "best_baseline": best}
-            control = CONTROLS.get(label.split(" ")[0])
+            control = CONTROLS.get(_method_of(label))
             refs = {"best": base.get(best), "random": base.get("random"),
                     "control": accs.get((control, budget)) if control else None}
             for name, ref in refs.items():
@@ -185,7 +190,7 @@ def markdown_table(rows: list[dict[str, Any]], cfg: ExperimentConfig, total: int
     order = {m: i for i, m in enumerate(METHODS)}
     for student in cfg.students:
         accs = _accuracies(rows, student)
-        labels = sorted({lab for lab, _ in accs}, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))
+        labels = sorted({lab for lab, _ in accs}, key=lambda lab: (order.get(_method_of(lab), 99), lab))
         budgets = _budget_order({b for _, b in accs})
         lines += [f"## Student `{student}` (test accuracy %, mean ± std over seeds)", ""]
         lines.append("| method | " + " | ".join(f"{b.kind} {format(b.value, 'g')}" for b in budgets) + " |")
