@@ -1,0 +1,141 @@
+"""Widths or channels? Where `slimming` beats ChipNet on the offline grid (params 0.25), swap the two halves.
+
+On the offline grid (docs/experiments.md) `slimming` is the best baseline at params 0.25 on both students,
+and ChipNet's paired mean is below it (mnist5k −0.4, animal-mnist −0.9). The two masks differ in two ways:
+how many channels each group keeps (ChipNet's width floor gives near-uniform widths; slimming keeps the
+residual streams whole and thins the inner groups) and which channels it keeps (ChipNet's gates; |γ|).
+This crosses the two: every combination of {ChipNet's widths, slimming's widths} × {ChipNet's gate scores,
+slimming's |γ|, a seeded random choice}. A mask with another mask's widths has exactly its per-group counts,
+so it has the same parameters and FLOPs. Each new mask is fine-tuned as the grid fine-tunes every method
+(recipe `offline`, 10 epochs from the same dense model, last epoch); the two original pairings are the
+grid's own `chipnet-direct` and `slimming` cells. Paired by seed (the same dense model).
+
+    python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output      # 24 fine-tuning runs
+    OMP_NUM_THREADS=1 python benchmarks/width_or_choice.py --grid ... --student mnist5k &    # or two lanes,
+    OMP_NUM_THREADS=1 python benchmarks/width_or_choice.py --grid ... --student animal-mnist  # then the first
+    python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output --report
+
+Runs are written under ``--out`` (default ``experiments/width-or-choice``); the dense runs are the grid's.
+Writes ``benchmarks/results/width_or_choice.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from chipnet_zoo import Mask
+from chipnet_zoo.experiments import ExperimentConfig, Workspace, paired_interval, read_results
+
+RESULTS = Path(__file__).parent / "results"
+STUDENTS, BUDGET, SEEDS = ("mnist5k", "animal-mnist"), "params:0.25", (0, 1, 2)
+WIDTHS, CHOICES = ("chipnet", "slimming"), ("chipnet", "slimming", "random")
+
+
+def source_masks(runs: Path, student: str, seed: int) -> dict[str, Mask]:
+    """The grid's ChipNet (``chipnet-direct``) and slimming masks of a student and seed at :data:`BUDGET`."""
+    slug = BUDGET.replace(":", "-")
+    return {"chipnet": Mask.load(runs / f"prune-{student}-{slug}-s{seed}" / "mask.safetensors"),
+            "slimming": Mask.load(runs / f"slimming-{student}-{slug}-s{seed}.mask.safetensors")}
+
+
+def crossed_mask(widths: Mask, choice: Mask | None, seed: int) -> Mask:
+    """``widths``'s per-group counts, filled with the top channels of ``choice``'s scores (``None``: a seeded
+    random choice). Ties go to the lower index."""
+    gen = torch.Generator().manual_seed(seed)
+    keep, scores = {}, {}
+    for name, kept in widths.keep.items():
+        score = (choice.scores[name].to(torch.float64) if choice is not None
+                 else torch.rand(kept.numel(), generator=gen, dtype=torch.float64))
+        order = torch.sort(-score, stable=True).indices
+        new = torch.zeros(kept.numel(), dtype=torch.bool)
+        new[order[:int(kept.sum())]] = True
+        keep[name], scores[name] = new, score.to(widths.scores[name].dtype)
+    meta = {**widths.metadata, "method": f"widths-{widths.metadata['method']}-choice-"
+            f"{choice.metadata['method'] if choice is not None else 'random'}"}
+    return Mask(keep, scores, meta)
+
+
+def grid_accuracy(rows: list[dict], student: str, method: str, seed: int) -> float:
+    cell = f"->{student}|{method}|{BUDGET}|s{seed}"
+    return float(next(r["test_accuracy"] for r in reversed(rows) if r["cell"] == cell))
+
+
+def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dict]:
+    cfg = ExperimentConfig.load("offline")
+    ws = Workspace(cfg, out, shared_runs=grid / "runs")
+    rows = read_results(grid)
+    results = []
+    for student in students:
+        for seed in SEEDS:
+            masks = source_masks(grid / "runs", student, seed)
+            for width in WIDTHS:
+                for choice in CHOICES:
+                    original = {("chipnet", "chipnet"): "chipnet-direct", ("slimming", "slimming"): "slimming"}
+                    if (width, choice) in original:
+                        acc = grid_accuracy(rows, student, original[width, choice], seed)
+                    else:
+                        mask = crossed_mask(masks[width], masks.get(choice), seed)
+                        name = f"{student}-s{seed}-widths-{width}-choice-{choice}"
+                        path = out / "masks" / f"{name}.mask.safetensors"
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        if not path.exists():  # deterministic: a re-run resumes the same fine-tuning run
+                            mask.save(path)
+                        dense = ws.dense(student, seed)
+                        acc = float(ws.finetune(name, student, seed, path, dense / "weights.safetensors")
+                                    ["test_accuracy"])
+                    kept = masks[width].kept()
+                    results.append({"student": student, "seed": seed, "widths": width, "choice": choice,
+                                    "test_accuracy": acc, "kept": list(kept.values()), "groups": list(kept)})
+                    print(f"{student} s{seed} widths={width} choice={choice}: {100 * acc:.1f}", flush=True)
+    return results
+
+
+def report(results: list[dict]) -> str:
+    acc = {(r["student"], r["widths"], r["choice"], r["seed"]): r["test_accuracy"] for r in results}
+    lines = ["| student | widths | choice | test acc % (mean ± std) | − slimming (paired, 95 % CI) | "
+             "− chipnet-direct (paired, 95 % CI) |", "|---|---|---|---|---|---|"]
+    for student in STUDENTS:
+        for width in WIDTHS:
+            for choice in CHOICES:
+                vals = [acc[student, width, choice, s] for s in SEEDS]
+                cols = []
+                for ref in (("slimming", "slimming"), ("chipnet", "chipnet")):
+                    if (width, choice) == ref:
+                        cols.append("–")
+                        continue
+                    mean, low, high = paired_interval([v - acc[(student, *ref, s)] for v, s in zip(vals, SEEDS)])
+                    cols.append(f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+                lines.append(f"| {student} | {width} | {choice} | {100 * statistics.fmean(vals):.1f} ± "
+                             f"{100 * statistics.stdev(vals):.1f} | {cols[0]} | {cols[1]} |")
+    lines += ["", f"{BUDGET}, seeds {', '.join(map(str, SEEDS))}; widths `chipnet` + choice `chipnet` is the grid's "
+              "`chipnet-direct`, widths `slimming` + choice `slimming` the grid's `slimming`."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", type=Path, required=True, help="a finished offline grid's output folder")
+    ap.add_argument("--out", type=Path, default=Path("experiments/width-or-choice"))
+    ap.add_argument("--report", action="store_true", help="only rewrite the table from the results file")
+    ap.add_argument("--student", choices=STUDENTS, help="run only this student's fine-tuning (a lane: run the "
+                    "other student in a second process, then the full command, which reuses both lanes' runs)")
+    args = ap.parse_args()
+    if args.student:
+        run(args.grid, args.out, (args.student,))
+        return 0
+    path = RESULTS / "width_or_choice.json"
+    results = json.loads(path.read_text()) if args.report else run(args.grid, args.out)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    table = report(results)
+    (RESULTS / "width_or_choice.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
