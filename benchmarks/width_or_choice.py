@@ -1,4 +1,4 @@
-"""Widths or channels? Where `slimming` beats ChipNet on the offline grid (params 0.25), swap the two halves.
+"""Widths or channels? ChipNet's mask taken apart on the offline grid: how many channels per group, and which.
 
 On the offline grid (docs/experiments.md) `slimming` is the best baseline at params 0.25 on both students,
 and ChipNet's paired mean is below it (mnist5k −0.4, animal-mnist −0.9). The two masks differ in two ways:
@@ -8,9 +8,11 @@ This crosses the two: every combination of {ChipNet's widths, slimming's widths}
 slimming's |γ|, a seeded random choice}. A mask with another mask's widths has exactly its per-group counts,
 so it has the same parameters and FLOPs. Each new mask is fine-tuned as the grid fine-tunes every method
 (recipe `offline`, 10 epochs from the same dense model, last epoch); the two original pairings are the
-grid's own `chipnet-direct` and `slimming` cells. Paired by seed (the same dense model).
+grid's own `chipnet-direct` and `slimming` cells. Paired by seed (the same dense model). At every other budget
+of the grid, ChipNet's widths are also filled with a random choice: does the gates' choice of channels add
+anything to the widths the floor sets?
 
-    python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output      # 24 fine-tuning runs
+    python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output      # 66 fine-tuning runs
     OMP_NUM_THREADS=1 python benchmarks/width_or_choice.py --grid ... --student mnist5k &    # or two lanes,
     OMP_NUM_THREADS=1 python benchmarks/width_or_choice.py --grid ... --student animal-mnist  # then the first
     python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output --report
@@ -32,13 +34,17 @@ from chipnet_zoo import Mask
 from chipnet_zoo.experiments import ExperimentConfig, Workspace, paired_interval, read_results
 
 RESULTS = Path(__file__).parent / "results"
-STUDENTS, BUDGET, SEEDS = ("mnist5k", "animal-mnist"), "params:0.25", (0, 1, 2)
+STUDENTS, SEEDS = ("mnist5k", "animal-mnist"), (0, 1, 2)
 WIDTHS, CHOICES = ("chipnet", "slimming"), ("chipnet", "slimming", "random")
+#: The grid's budgets; params 0.25 gets the full cross, the others ChipNet's widths with a random choice.
+BUDGETS = ("flops:0.25", "flops:0.125", "flops:0.0625", "flops:0.03125", "params:0.25", "params:0.0625",
+           "channels:0.5", "channels:0.25")
+FULL_CROSS = "params:0.25"
 
 
-def source_masks(runs: Path, student: str, seed: int) -> dict[str, Mask]:
-    """The grid's ChipNet (``chipnet-direct``) and slimming masks of a student and seed at :data:`BUDGET`."""
-    slug = BUDGET.replace(":", "-")
+def source_masks(runs: Path, student: str, budget: str, seed: int) -> dict[str, Mask]:
+    """The grid's ChipNet (``chipnet-direct``) and slimming masks of a student, budget and seed."""
+    slug = budget.replace(":", "-")
     return {"chipnet": Mask.load(runs / f"prune-{student}-{slug}-s{seed}" / "mask.safetensors"),
             "slimming": Mask.load(runs / f"slimming-{student}-{slug}-s{seed}.mask.safetensors")}
 
@@ -60,27 +66,35 @@ def crossed_mask(widths: Mask, choice: Mask | None, seed: int) -> Mask:
     return Mask(keep, scores, meta)
 
 
-def grid_accuracy(rows: list[dict], student: str, method: str, seed: int) -> float:
-    cell = f"->{student}|{method}|{BUDGET}|s{seed}"
+def grid_accuracy(rows: list[dict], student: str, budget: str, method: str, seed: int) -> float:
+    cell = f"->{student}|{method}|{budget}|s{seed}"
     return float(next(r["test_accuracy"] for r in reversed(rows) if r["cell"] == cell))
+
+
+def combinations(budget: str) -> list[tuple[str, str]]:
+    """(widths, choice) pairs run at ``budget``: the full cross at :data:`FULL_CROSS`, else ChipNet's widths
+    with its own choice (the grid's cell) and with a random one."""
+    if budget == FULL_CROSS:
+        return [(w, c) for w in WIDTHS for c in CHOICES]
+    return [("chipnet", "chipnet"), ("chipnet", "random")]
 
 
 def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dict]:
     cfg = ExperimentConfig.load("offline")
     ws = Workspace(cfg, out, shared_runs=grid / "runs")
     rows = read_results(grid)
+    original = {("chipnet", "chipnet"): "chipnet-direct", ("slimming", "slimming"): "slimming"}
     results = []
     for student in students:
-        for seed in SEEDS:
-            masks = source_masks(grid / "runs", student, seed)
-            for width in WIDTHS:
-                for choice in CHOICES:
-                    original = {("chipnet", "chipnet"): "chipnet-direct", ("slimming", "slimming"): "slimming"}
+        for budget in BUDGETS:
+            for seed in SEEDS:
+                masks = source_masks(grid / "runs", student, budget, seed)
+                for width, choice in combinations(budget):
                     if (width, choice) in original:
-                        acc = grid_accuracy(rows, student, original[width, choice], seed)
+                        acc = grid_accuracy(rows, student, budget, original[width, choice], seed)
                     else:
                         mask = crossed_mask(masks[width], masks.get(choice), seed)
-                        name = f"{student}-s{seed}-widths-{width}-choice-{choice}"
+                        name = f"{student}-{budget.replace(':', '-')}-s{seed}-widths-{width}-choice-{choice}"
                         path = out / "masks" / f"{name}.mask.safetensors"
                         path.parent.mkdir(parents=True, exist_ok=True)
                         if not path.exists():  # deterministic: a re-run resumes the same fine-tuning run
@@ -89,31 +103,36 @@ def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dic
                         acc = float(ws.finetune(name, student, seed, path, dense / "weights.safetensors")
                                     ["test_accuracy"])
                     kept = masks[width].kept()
-                    results.append({"student": student, "seed": seed, "widths": width, "choice": choice,
-                                    "test_accuracy": acc, "kept": list(kept.values()), "groups": list(kept)})
-                    print(f"{student} s{seed} widths={width} choice={choice}: {100 * acc:.1f}", flush=True)
+                    results.append({"student": student, "budget": budget, "seed": seed, "widths": width,
+                                    "choice": choice, "test_accuracy": acc, "kept": list(kept.values()),
+                                    "groups": list(kept)})
+                    print(f"{student} {budget} s{seed} widths={width} choice={choice}: {100 * acc:.1f}", flush=True)
     return results
 
 
 def report(results: list[dict]) -> str:
-    acc = {(r["student"], r["widths"], r["choice"], r["seed"]): r["test_accuracy"] for r in results}
-    lines = ["| student | widths | choice | test acc % (mean ± std) | − slimming (paired, 95 % CI) | "
-             "− chipnet-direct (paired, 95 % CI) |", "|---|---|---|---|---|---|"]
+    acc = {(r["student"], r["budget"], r["widths"], r["choice"], r["seed"]): r["test_accuracy"] for r in results}
+    lines = ["| student | budget | widths | choice | test acc % (mean ± std) | − slimming (paired, 95 % CI) | "
+             "− chipnet-direct (paired, 95 % CI) |", "|---|---|---|---|---|---|---|"]
+
+    def paired(student: str, budget: str, combo: tuple[str, str], ref: tuple[str, str]) -> str:
+        if combo == ref or (student, budget, *ref, SEEDS[0]) not in acc:
+            return "–"
+        diffs = [acc[(student, budget, *combo, s)] - acc[(student, budget, *ref, s)] for s in SEEDS]
+        mean, low, high = paired_interval(diffs)
+        return f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
     for student in STUDENTS:
-        for width in WIDTHS:
-            for choice in CHOICES:
-                vals = [acc[student, width, choice, s] for s in SEEDS]
-                cols = []
-                for ref in (("slimming", "slimming"), ("chipnet", "chipnet")):
-                    if (width, choice) == ref:
-                        cols.append("–")
-                        continue
-                    mean, low, high = paired_interval([v - acc[(student, *ref, s)] for v, s in zip(vals, SEEDS)])
-                    cols.append(f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
-                lines.append(f"| {student} | {width} | {choice} | {100 * statistics.fmean(vals):.1f} ± "
-                             f"{100 * statistics.stdev(vals):.1f} | {cols[0]} | {cols[1]} |")
-    lines += ["", f"{BUDGET}, seeds {', '.join(map(str, SEEDS))}; widths `chipnet` + choice `chipnet` is the grid's "
-              "`chipnet-direct`, widths `slimming` + choice `slimming` the grid's `slimming`."]
+        for budget in BUDGETS:
+            for combo in combinations(budget):
+                if (student, budget, *combo, SEEDS[0]) not in acc:
+                    continue
+                vals = [acc[(student, budget, *combo, s)] for s in SEEDS]
+                lines.append(f"| {student} | {budget} | {combo[0]} | {combo[1]} | {100 * statistics.fmean(vals):.1f} ± "
+                             f"{100 * statistics.stdev(vals):.1f} | {paired(student, budget, combo, ('slimming', 'slimming'))} | "
+                             f"{paired(student, budget, combo, ('chipnet', 'chipnet'))} |")
+    lines += ["", f"Seeds {', '.join(map(str, SEEDS))}; widths `chipnet` + choice `chipnet` is the grid's `chipnet-direct`, "
+              "widths `slimming` + choice `slimming` the grid's `slimming`."]
     return "\n".join(lines)
 
 
