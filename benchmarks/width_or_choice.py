@@ -15,7 +15,7 @@ anything to the widths the floor sets?
     python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output      # 66 fine-tuning runs
     OMP_NUM_THREADS=1 python benchmarks/width_or_choice.py --grid ... --student mnist5k &    # or two lanes,
     OMP_NUM_THREADS=1 python benchmarks/width_or_choice.py --grid ... --student animal-mnist  # then the first
-    python benchmarks/width_or_choice.py --grid /path/to/offline-grid-output --report
+    python benchmarks/width_or_choice.py --report       # the table again, from the results file
 
 Runs are written under ``--out`` (default ``experiments/width-or-choice``); the dense runs are the grid's.
 Writes ``benchmarks/results/width_or_choice.json`` and ``.md``.
@@ -138,12 +138,14 @@ def report(results: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--grid", type=Path, required=True, help="a finished offline grid's output folder")
+    ap.add_argument("--grid", type=Path, help="a finished offline grid's output folder (not needed with --report)")
     ap.add_argument("--out", type=Path, default=Path("experiments/width-or-choice"))
     ap.add_argument("--report", action="store_true", help="only rewrite the table from the results file")
     ap.add_argument("--student", choices=STUDENTS, help="run only this student's fine-tuning (a lane: run the "
                     "other student in a second process, then the full command, which reuses both lanes' runs)")
     args = ap.parse_args()
+    if args.grid is None and not args.report:
+        ap.error("--grid is needed to run (only --report works without it)")
     if args.student:
         run(args.grid, args.out, (args.student,))
         return 0
