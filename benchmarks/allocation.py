@@ -225,9 +225,12 @@ def report(rows: list[dict[str, Any]]) -> str:
         if plain_random(r) and "random_ft_test" in r:
             runs.setdefault((r["dataset"], r["budget"], r["seed"]), []).append(r["random_ft_test"])
     plain = {k: statistics.mean(v) for k, v in runs.items()}
-    keys = sorted({key(r) for r in rows}, key=lambda k: (
-        k[0], k[1].split(":")[0] != "flops", k[1].split(":")[0], -float(k[1].split(":")[1]),
-        list(VARIANTS).index(k[2]) if k[2] in VARIANTS else 99, k[3]))
+    def order(k):  # dataset; FLOPs budgets first, then the other kinds, each from loose to tight; variant
+        budget = cz.Budget.parse(k[1])
+        return (k[0], budget.kind != "flops", budget.kind, -budget.value,
+                list(VARIANTS).index(k[2]) if k[2] in VARIANTS else 99, k[3])
+
+    keys = sorted({key(r) for r in rows}, key=order)
     out = ["| dataset | budget | variant | seeds | kept per group (first seed) | before FT: ChipNet hard mask | "
            "before FT: random mask, same steps¹ | after FT: ChipNet | after FT: random¹ | "
            "after FT: ChipNet − plain random (paired, 95 % CI) |",

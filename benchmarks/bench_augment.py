@@ -3,8 +3,8 @@
     python benchmarks/bench_augment.py            # writes benchmarks/results/augment.json, prints a table
 
 Both pipelines draw the same random numbers and return the same tensors (tests/test_data.py); this measures
-the DataLoader's samples/s with each (one worker-less pass, batch 64, one thread, interleaved repeats,
-median), and the samples/s of a training step of resnet8 dense and of resnet8 slimmed to FLOPs 0.03125 (a
+the DataLoader's samples/s with each (one worker-less pass after its first batch, batch 64, one thread,
+interleaved repeats, median; ``bench_data.loader_rate``), and the samples/s of a training step of resnet8 dense and of resnet8 slimmed to FLOPs 0.03125 (a
 random mask), to show the loader's share of a training epoch with each pipeline.
 """
 
@@ -15,18 +15,21 @@ import copy
 import json
 import platform
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-import chipnet_zoo as cz
-from chipnet_zoo.baselines import baseline_mask
-from chipnet_zoo.data import Normalize255, TensorImageDataset, load_data
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_data import loader_rate, step_rate  # noqa: E402  (the data benchmark's two timers)
+
+import chipnet_zoo as cz  # noqa: E402
+from chipnet_zoo.baselines import baseline_mask  # noqa: E402
+from chipnet_zoo.data import Normalize255, TensorImageDataset, build_transforms, load_data  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+STEPS = 20  # timed training steps per model (median)
 
 
 def torchvision_pipeline(shape: tuple[int, ...], pad: int, hflip: bool, norm: Normalize255):
@@ -35,32 +38,6 @@ def torchvision_pipeline(shape: tuple[int, ...], pad: int, hflip: bool, norm: No
 
     aug = ([v2.RandomCrop(list(shape[1:]), padding=pad)] if pad else []) + ([v2.RandomHorizontalFlip()] if hflip else [])
     return v2.Compose([*aug, norm])
-
-
-def loader_rate(dataset, batch: int) -> float:
-    """Samples/s of one pass of a shuffled, worker-less DataLoader over ``dataset``."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
-    n, start = 0, time.perf_counter()
-    for x, _ in loader:
-        n += len(x)
-    return n / (time.perf_counter() - start)
-
-
-def step_rate(model: torch.nn.Module, shape: tuple[int, ...], batch: int, steps: int = 20) -> float:
-    """Samples/s of an SGD training step (median over ``steps``)."""
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-    times = []
-    for i in range(steps + 3):
-        t = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
 
 
 def main() -> int:
@@ -77,8 +54,6 @@ def main() -> int:
     rgb = TensorImageDataset(torch.from_numpy(rng.integers(0, 256, (3500, *rgb_shape), dtype=np.uint8)),
                              torch.from_numpy(rng.integers(0, 10, 3500)), np.arange(3500))
     rgb_norm = Normalize255((0.5,) * 3, (0.25,) * 3)
-    from chipnet_zoo.data import build_transforms
-
     cases = [  # (label, dataset, input shape, ours, torchvision's)
         ("mnist5k (1×28×28, pad 2)", mnist.train, mnist.input_size, mnist.train_transform,
          torchvision_pipeline(mnist.input_size, 2, False, mnist.eval_transform)),
@@ -89,14 +64,16 @@ def main() -> int:
     dense = cz.create_model("resnet8", num_classes=10, in_chans=1)
     x = torch.randn(1, 1, 28, 28)
     slim = baseline_mask(dense, "flops:0.03125", "random", example_input=x).slim(copy.deepcopy(dense), x)
-    steps = {"resnet8 dense": step_rate(dense, mnist.input_size, args.batch_size),
-             "resnet8 FLOPs 0.03125 (slim)": step_rate(slim, mnist.input_size, args.batch_size)}
+    steps = {name: step_rate(model, mnist.input_size, 10, args.batch_size, STEPS)
+             for name, model in (("resnet8 dense", dense), ("resnet8 FLOPs 0.03125 (slim)", slim))}
     rows = []
     for label, dataset, shape, ours, theirs in cases:
         rates: dict[str, list[float]] = {"torchvision v2": [], "PadCropFlip": []}
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
             for name, transform in (("torchvision v2", theirs), ("PadCropFlip", ours)):
-                rates[name].append(loader_rate(dataset.with_transform(transform), args.batch_size))
+                loader = torch.utils.data.DataLoader(dataset.with_transform(transform), batch_size=args.batch_size,
+                                                     shuffle=True)
+                rates[name].append(loader_rate(loader, max_batches=len(loader)))
         tv, pcf = statistics.median(rates["torchvision v2"]), statistics.median(rates["PadCropFlip"])
         row = {"data": label, "loader_samples_per_s": {"torchvision v2": round(tv, 1), "PadCropFlip": round(pcf, 1)},
                "speedup": round(pcf / tv, 2), "loader_share_of_epoch": {}}

@@ -25,6 +25,7 @@ import json
 import statistics
 from pathlib import Path
 
+from chipnet_zoo.cli.experiment import _lane  # the CLI's K/N parser
 from chipnet_zoo.experiments import ExperimentConfig, Workspace, paired_interval, read_results, run_experiment
 from chipnet_zoo.experiments.report import _accuracies, _method_of  # the report's per-seed accuracies, labels
 
@@ -96,19 +97,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="fine-tuning epochs (the grid uses 10)")
     parser.add_argument("--out", default="/tmp/finetune-length")
     parser.add_argument("--reuse", help="a finished offline grid's output folder whose dense/prune runs to use")
-    parser.add_argument("--lane", help="K/N: run every N-th (student, seed) pair from the K-th")
+    parser.add_argument("--lane", type=_lane, metavar="K/N", help="run every N-th (student, seed) pair from the K-th")
     parser.add_argument("--report", action="store_true", help="only write the table of what has run")
     args = parser.parse_args()
     out = Path(args.out) / f"e{args.epochs}"
     if not args.report:
-        lane = None
-        if args.lane:
-            k, _, n = args.lane.partition("/")
-            if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
-                parser.error(f"--lane must be K/N with 0 <= K < N, got {args.lane!r}")
-            lane = (int(k), int(n))
         shared = Path(args.reuse) / "runs" if args.reuse else None
-        run_experiment(config(args.epochs), out=out, lane=lane,
+        run_experiment(config(args.epochs), out=out, lane=args.lane,
                        workspace=lambda cfg, path: Workspace(cfg, path, shared_runs=shared))
     text = table(out, args.epochs)
     if args.report or not args.lane:  # a lane's table may miss the other lane's cells

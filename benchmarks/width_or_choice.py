@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
-from chipnet_zoo import Mask
+from chipnet_zoo import Budget, Mask
 from chipnet_zoo.experiments import ExperimentConfig, Workspace, paired_interval, read_results
+from chipnet_zoo.runs.folder import MASK, WEIGHTS
 
 RESULTS = Path(__file__).parent / "results"
 STUDENTS, SEEDS = ("mnist5k", "animal-mnist"), (0, 1, 2)
@@ -42,11 +43,12 @@ BUDGETS = ("flops:0.25", "flops:0.125", "flops:0.0625", "flops:0.03125", "params
 FULL_CROSS = "params:0.25"
 
 
-def source_masks(runs: Path, student: str, budget: str, seed: int) -> dict[str, Mask]:
-    """The grid's ChipNet (``chipnet-direct``) and slimming masks of a student, budget and seed."""
-    slug = budget.replace(":", "-")
-    return {"chipnet": Mask.load(runs / f"prune-{student}-{slug}-s{seed}" / "mask.safetensors"),
-            "slimming": Mask.load(runs / f"slimming-{student}-{slug}-s{seed}.mask.safetensors")}
+def source_masks(ws: Workspace, grid: Path, student: str, budget: str, seed: int) -> dict[str, Mask]:
+    """The grid's ChipNet (``chipnet-direct``: its pruning run, through ``ws``) and slimming masks of a student,
+    budget and seed (the slimming mask file as the grid's workspace names it)."""
+    prune = ws.prune(student, Budget.parse(budget), seed)
+    return {"chipnet": Mask.load(prune / MASK),
+            "slimming": Mask.load(grid / "runs" / f"slimming-{student}-{budget.replace(':', '-')}-s{seed}.mask.safetensors")}
 
 
 def crossed_mask(widths: Mask, choice: Mask | None, seed: int) -> Mask:
@@ -86,9 +88,10 @@ def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dic
     original = {("chipnet", "chipnet"): "chipnet-direct", ("slimming", "slimming"): "slimming"}
     results = []
     for student in students:
+        dense = {seed: ws.dense(student, seed) / WEIGHTS for seed in SEEDS}
         for budget in BUDGETS:
             for seed in SEEDS:
-                masks = source_masks(grid / "runs", student, budget, seed)
+                masks = source_masks(ws, grid, student, budget, seed)
                 for width, choice in combinations(budget):
                     if (width, choice) in original:
                         acc = grid_accuracy(rows, student, budget, original[width, choice], seed)
@@ -99,9 +102,7 @@ def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dic
                         path.parent.mkdir(parents=True, exist_ok=True)
                         if not path.exists():  # deterministic: a re-run resumes the same fine-tuning run
                             mask.save(path)
-                        dense = ws.dense(student, seed)
-                        acc = float(ws.finetune(name, student, seed, path, dense / "weights.safetensors")
-                                    ["test_accuracy"])
+                        acc = float(ws.finetune(name, student, seed, path, dense[seed])["test_accuracy"])
                     kept = masks[width].kept()
                     results.append({"student": student, "budget": budget, "seed": seed, "widths": width,
                                     "choice": choice, "test_accuracy": acc, "kept": list(kept.values()),

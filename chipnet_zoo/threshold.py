@@ -348,11 +348,10 @@ def _fill(mask: torch.Tensor, order: torch.Tensor, cost: CostModel, budget: Budg
     """
     dense = float(cost.dense[budget.kind])
     for _ in range(max_rounds):
-        keep = mask.to(torch.float64)
-        slack = (budget.value - float(cost.ratio(budget.kind, keep))) * dense
+        slack = (budget.value - _ratio(mask, cost, budget)) * dense
         if slack <= 0:
             break
-        delta = cost.marginal(keep, budget.kind)
+        delta = cost.marginal(mask.to(torch.float64), budget.kind)
         candidates = order[~mask[order]]
         candidates = candidates[delta[candidates] <= slack + _EPS * dense]
         if candidates.numel() == 0:
