@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="fine-tuning epochs (the grid uses 10)")
     parser.add_argument("--out", default="/tmp/finetune-length")
     parser.add_argument("--reuse", help="a finished offline grid's output folder whose dense/prune runs to use")
-    parser.add_argument("--lane", type=_lane, metavar="K/N", help="run every N-th (student, seed) pair from the K-th")
+    parser.add_argument("--lane", type=_lane, metavar="K/N", help="run lane K of N (the experiment runner's split of the (student, seed) pairs)")
     parser.add_argument("--report", action="store_true", help="only write the table of what has run")
     args = parser.parse_args()
     out = Path(args.out) / f"e{args.epochs}"

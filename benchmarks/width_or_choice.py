@@ -43,12 +43,12 @@ BUDGETS = ("flops:0.25", "flops:0.125", "flops:0.0625", "flops:0.03125", "params
 FULL_CROSS = "params:0.25"
 
 
-def source_masks(ws: Workspace, grid: Path, student: str, budget: str, seed: int) -> dict[str, Mask]:
-    """The grid's ChipNet (``chipnet-direct``: its pruning run, through ``ws``) and slimming masks of a student,
-    budget and seed (the slimming mask file as the grid's workspace names it)."""
+def source_masks(ws: Workspace, grid: Workspace, student: str, budget: str, seed: int) -> dict[str, Mask]:
+    """The grid's ChipNet (``chipnet-direct``: its pruning run, through ``ws``) and slimming masks (the grid's
+    own file, through ``grid``, the grid's workspace) of a student, budget and seed."""
     prune = ws.prune(student, Budget.parse(budget), seed)
     return {"chipnet": Mask.load(prune / MASK),
-            "slimming": Mask.load(grid / "runs" / f"slimming-{student}-{budget.replace(':', '-')}-s{seed}.mask.safetensors")}
+            "slimming": Mask.load(grid.baseline_mask(student, Budget.parse(budget), "slimming", seed))}
 
 
 def crossed_mask(widths: Mask, choice: Mask | None, seed: int) -> Mask:
@@ -83,7 +83,7 @@ def combinations(budget: str) -> list[tuple[str, str]]:
 
 def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dict]:
     cfg = ExperimentConfig.load("offline")
-    ws = Workspace(cfg, out, shared_runs=grid / "runs")
+    ws, grid_ws = Workspace(cfg, out, shared_runs=grid / "runs"), Workspace(cfg, grid)
     rows = read_results(grid)
     original = {("chipnet", "chipnet"): "chipnet-direct", ("slimming", "slimming"): "slimming"}
     results = []
@@ -91,7 +91,7 @@ def run(grid: Path, out: Path, students: tuple[str, ...] = STUDENTS) -> list[dic
         dense = {seed: ws.dense(student, seed) / WEIGHTS for seed in SEEDS}
         for budget in BUDGETS:
             for seed in SEEDS:
-                masks = source_masks(ws, grid, student, budget, seed)
+                masks = source_masks(ws, grid_ws, student, budget, seed)
                 for width, choice in combinations(budget):
                     if (width, choice) in original:
                         acc = grid_accuracy(rows, student, budget, original[width, choice], seed)

@@ -111,7 +111,8 @@ class StudentTraining:
 
     ``recipe`` (a shipped name or a YAML file) gives the fine-tune phase, ``epochs``/``batch_size``/``lr``
     override it; ``seed`` is the run's seed, ``data_seed`` the data split's (default: ``seed``),
-    ``max_samples`` a training subset; ``dense_epochs``: the ``finetune`` protocol's dense student training
+    ``max_samples`` a training subset (val/test shrink in proportion), ``train_samples`` a training subset
+    with val and test whole (a data-poor student); ``dense_epochs``: the ``finetune`` protocol's dense student training
     (when no dense weights are given).
 
     Example:
@@ -126,6 +127,7 @@ class StudentTraining:
     seed: int = 0
     data_seed: int | None = None
     max_samples: int | None = None
+    train_samples: int | None = None
     dense_epochs: int | None = None
 
     @property
@@ -175,7 +177,8 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, *, protocol: 
     teacher, origin = resolve_mask(mask, registry)
     teacher.check_arch(arch)
     t = training or StudentTraining()
-    bundle = load_data(student_dataset, seed=t.split_seed, max_samples=t.max_samples, progress=False)
+    bundle = load_data(student_dataset, seed=t.split_seed, max_samples=t.max_samples,
+                       train_samples=t.train_samples, progress=False)
     student = create_model(teacher.arch, num_classes=bundle.num_classes, in_chans=bundle.in_chans)
     x = torch.zeros(1, *bundle.input_size)
     smask = student_mask(teacher, student, example_input=x, budget=budget, origin=origin, dataset=bundle.name,
@@ -204,14 +207,16 @@ def transfer(mask: Mask | str | os.PathLike, student_dataset: str, *, protocol: 
         else:
             dense_run = out / "dense"
             dm = execute(RunRequest("train", out=str(dense_run), arch=teacher.arch, dataset=student_dataset,
-                                    max_samples=t.max_samples, data_seed=t.split_seed, epochs=t.dense_epochs,
+                                    max_samples=t.max_samples, train_samples=t.train_samples,
+                                    data_seed=t.split_seed, epochs=t.dense_epochs,
                                     batch_size=t.batch_size, seed=t.seed, recipe=t.recipe, resume=True,
                                     device=device, progress=progress))
             weights = dense_run / WEIGHTS
             dense_info = {"run": str(dense_run), "val_accuracy": dm.get("val_accuracy"),
                           "test_accuracy": dm.get("test_accuracy")}
     metrics = execute(RunRequest("finetune", out=str(out), arch=teacher.arch, dataset=student_dataset,
-                                 max_samples=t.max_samples, data_seed=t.split_seed, budget=the_budget,
+                                 max_samples=t.max_samples, train_samples=t.train_samples,
+                                 data_seed=t.split_seed, budget=the_budget,
                                  epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed, recipe=t.recipe,
                                  weights=str(weights) if weights else None, mask=str(out / STUDENT_MASK),
                                  resume=True, device=device, progress=progress, argv=list(argv or [])))

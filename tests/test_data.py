@@ -115,6 +115,24 @@ def test_max_samples_and_loaders():
     assert torch.equal(plain.train[0][0], plain.train.with_transform(plain.eval_transform)[0][0])
 
 
+def test_train_samples_caps_train_alone_and_keeps_val_and_test_whole():
+    full = load_data("animal-mnist", seed=3, max_samples=1000)
+    poor = load_data("animal-mnist", seed=3, max_samples=1000, train_samples=200)
+    assert poor.split_info["sizes"] == {"train": 200, "val": full.split_info["sizes"]["val"],
+                                        "test": full.split_info["sizes"]["test"]}
+    assert poor.split_info["train_samples"] == 200 and "train_samples" not in full.split_info
+    rows, full_rows = _split_rows(poor), _split_rows(full)
+    assert rows["val"] == full_rows["val"] and rows["test"] == full_rows["test"]  # the same images to measure on
+    assert rows["train"] < full_rows["train"]  # a stratified subset of the full run's training images
+    assert np.bincount(poor.train.labels.numpy()).tolist() == [20] * 10
+    assert json.loads(json.dumps(poor.describe()))["load_kwargs"]["train_samples"] == 200
+    assert _split_rows(load_data(**poor.load_kwargs)) == rows  # the record reloads the same split
+    assert "train_samples" not in full.load_kwargs  # earlier runs' records keep their form
+    assert load_data("animal-mnist", seed=3, max_samples=1000, train_samples=5000).split_info["sizes"]["train"] == 1000
+    with pytest.raises(ValueError, match="train_samples must be >= 1"):
+        load_data("animal-mnist", train_samples=0)
+
+
 def test_normalize255_matches_torchvision():
     from torchvision.transforms import v2
 

@@ -109,11 +109,22 @@ def _write_yaml(tmp_path, cfg: ExperimentConfig):
 
 
 def test_shipped_configs_parse():
-    for name in ("offline",):
+    from chipnet_zoo.experiments import list_configs
+
+    assert list_configs() == ["offline", "offline-poor-animal-mnist", "offline-poor-mnist5k"]
+    for name in list_configs():
         cfg = ExperimentConfig.load(name)
         assert cfg.teachers and cfg.students and len(cfg.seeds) >= 3
         assert set(cfg.methods) == {"dense", "chipnet-direct", "transfer-scratch", "transfer-finetune", "random",
                                     "l1", "slimming", "random-scratch"}
+    grid_cfg = ExperimentConfig.load("offline")
+    for student, teacher in (("mnist5k", "animal-mnist"), ("animal-mnist", "mnist5k")):
+        poor = ExperimentConfig.load(f"offline-poor-{student}")
+        # the grid's protocol and teacher, the student capped: its teacher runs are the grid's own
+        assert (poor.teachers, poor.students) == ([teacher], [student])
+        assert poor.train_cap(student) == 500 and poor.train_cap(teacher) is None
+        assert (poor.recipe, poor.epochs, poor.max_samples, poor.data_seed) == (
+            grid_cfg.recipe, grid_cfg.epochs, grid_cfg.max_samples, grid_cfg.data_seed)
 
 
 def test_grid_mixes_budget_kinds():
@@ -216,6 +227,11 @@ def test_lanes_split_the_grid_by_student_and_seed():
     pairs = [{(c.student, c.seed) for c in lane} for lane in lanes]
     assert not pairs[0] & pairs[1]  # a (student, seed) pair never spans two lanes
     assert {len({(c.student, c.seed) for c in lane}) for lane in lanes} == {3}
+    # each lane takes each student in turn (one student's costlier cells do not all land on one lane) ...
+    assert [sorted(p) for p in pairs] == [[("animal-mnist", 1), ("mnist5k", 0), ("mnist5k", 2)],
+                                          [("animal-mnist", 0), ("animal-mnist", 2), ("mnist5k", 1)]]
+    # ... and the two students of a seed run side by side
+    assert all(len({lane_of(cfg, c, 2) for c in cells if c.seed == seed}) == 2 for seed in cfg.seeds)
     with pytest.raises(SystemExit):
         main(["experiment", "offline", "--lane", "2/2"])
 
@@ -365,3 +381,39 @@ def test_shared_runs_reuse_another_experiments_dense_and_pruning_runs(tmp_path):
     with pytest.raises(ResumeMismatchError):  # a shared run made with other options is not silently reused
         run_experiment(other_prune, out=tmp_path / "c",
                        workspace=lambda cfg, out: Workspace(cfg, out, shared_runs=shared))
+
+
+@pytest.mark.slow
+def test_a_data_poor_student_takes_its_own_runs_and_the_teachers_from_the_shared_folder(tmp_path):
+    from chipnet_zoo.experiments import Workspace
+
+    teacher_cfg = ExperimentConfig.from_dict({**TINY, "students": ["animal-mnist"], "methods": ["dense", "chipnet-direct"]})
+    run_experiment(teacher_cfg, out=tmp_path / "grid")
+    shared = tmp_path / "grid" / "runs"
+    stamps = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in shared.iterdir()}
+    poor = ExperimentConfig.from_dict({**TINY, "methods": ["dense", "transfer-finetune"], "train_samples": {"mnist5k": 40}})
+    assert poor.train_cap("mnist5k") == 40 and poor.train_cap("animal-mnist") is None
+    summary = run_experiment(poor, out=tmp_path / "poor",
+                             workspace=lambda cfg, out: Workspace(cfg, out, shared_runs=shared))
+    assert summary["done"] == 2
+    # the teacher's runs are reused as they were; the capped student's dense run has a name of its own there
+    assert {name: (shared / name / "metrics.json").stat().st_mtime_ns for name in stamps} == stamps
+    assert sorted(p.name for p in shared.iterdir()) == sorted([*stamps, "dense-mnist5k-n40-s0"])
+    dense = json.loads((shared / "dense-mnist5k-n40-s0" / "config.json").read_text())
+    assert dense["resolved"]["data_kwargs"]["train_samples"] == 40
+    student = json.loads((tmp_path / "poor" / "runs" / "transfer-finetune-animal-mnist-mnist5k-flops-0.25-s0"
+                          / "config.json").read_text())
+    sizes = student["dataset"]["split_info"]["sizes"]
+    full = json.loads((shared / "dense-animal-mnist-s0" / "config.json").read_text())["dataset"]["split_info"]
+    assert sizes["train"] == 40 and full["sizes"]["train"] == 96  # the cap applies to the student alone
+    assert sizes["test"] == round(1000 * 96 / 3500)  # max_samples still shrinks val/test; train_samples does not
+
+
+def test_experiment_cli_takes_shared_runs(tmp_path, capsys):
+    out = tmp_path / "exp"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({**TINY, "methods": ["dense"], "train_samples": 40}))
+    assert main(["experiment", str(cfg), "--out", str(out), "--shared-runs", str(tmp_path / "shared")]) == 0
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["dense-mnist5k-n40-s0"]
+    assert not (out / "runs").exists()
+

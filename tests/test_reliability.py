@@ -266,8 +266,9 @@ def test_item3_resume_with_the_runs_own_options_is_allowed(tmp_path):
                       max_samples=64, epochs=2, lr=0.05, seed=3, device="cpu", workers=2)
     assert resume_differences(same, cfg) == {}
     assert resume_differences(RunRequest("train", resume=True), cfg) == {}
-    other = RunRequest("train", resume=True, recipe="cpu", round_to=8, max_samples=65, from_run="elsewhere")
-    assert set(resume_differences(other, cfg)) == {"recipe", "round_to", "max_samples", "from_run"}
+    other = RunRequest("train", resume=True, recipe="cpu", round_to=8, max_samples=65, from_run="elsewhere",
+                       train_samples=32)
+    assert set(resume_differences(other, cfg)) == {"recipe", "round_to", "max_samples", "from_run", "train_samples"}
     with pytest.raises(ResumeMismatchError) as info:
         from chipnet_zoo.runs import execute
 

@@ -17,10 +17,14 @@ def _lane(text: str) -> tuple[int, int]:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from ..experiments import run_experiment
+    from ..experiments import Workspace, run_experiment
 
+    workspace = None
+    if args.shared_runs:
+        def workspace(cfg, out):
+            return Workspace(cfg, out, args.progress, command=args.command_line, shared_runs=args.shared_runs)
     summary = run_experiment(args.config, out=args.out, max_cells=args.max_cells, progress=args.progress,
-                             lane=args.lane, command=args.command_line)
+                             lane=args.lane, command=args.command_line, workspace=workspace)
     print(summary["table"])
     print(f"{summary['done']}/{summary['total']} cells done; results in {summary['out']} "
           f"(plots: {', '.join(summary['plots']) or 'none yet'})", file=sys.stderr)
@@ -46,9 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
     p.add_argument("--lane", type=_lane, metavar="K/N",
                    help="run only lane K of N (0-based): start N processes with 0/N ... N-1/N on one --out to use "
-                        "N cores; each lane takes every N-th (student, seed) pair and waits for shared runs")
+                        "N cores; a (student, seed) pair goes to lane (student index + seed index) mod N, so the "
+                        "students of a seed run side by side; a lane waits for shared runs another is making")
     p.add_argument("--export-zoo", metavar="DIR", help="then publish the ChipNet masks (+ slim weights) and the "
                                                        "dense models of --zoo-seed into this registry folder")
     p.add_argument("--zoo-seed", type=int, default=0)
     p.add_argument("--cards", metavar="DIR", help="with --export-zoo: write a recipe card per entry here")
+    p.add_argument("--shared-runs", metavar="RUNS_DIR",
+                   help="take the dense and pruning runs from another experiment's runs folder (e.g. "
+                        "experiments/offline/runs): finished ones made with the same options are reused, missing "
+                        "ones are made there, one made with other options is an error")
     p.set_defaults(func=_experiment)

@@ -47,6 +47,9 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
                        help="every channel group keeps a multiple of N channels (or all of them); e.g. 8 for "
                             "widths that run near their ideal speed; 'auto': per group, the widths this machine "
                             "runs fast, measured once (docs/latency.md) (default: the recipe's, 1)")
+    p.add_argument("--train-samples", type=int, metavar="N",
+                   help="train on N images of the training split, keeping val and test whole (a data-poor run "
+                        "measured on the full test set; default: the --from run's)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, help="training seed (default 0, or the --from run's)")
@@ -97,7 +100,8 @@ def _handler(kind: str):
         if kind == "eval":
             request.latency_repeats = args.latency_repeats
         else:
-            for name in ("data_seed", "image_size", "epochs", "lr", "seed", "recipe", "weights", "resume", "workers"):
+            for name in ("data_seed", "image_size", "train_samples", "epochs", "lr", "seed", "recipe", "weights",
+                         "resume", "workers"):
                 setattr(request, name, getattr(args, name))
             # the budget is parsed here, once; a bad one is an error before anything runs
             request.budget = Budget.parse(args.budget) if args.budget else None

@@ -12,7 +12,7 @@ def _transfer(args: argparse.Namespace) -> int:
 
     training = StudentTraining(recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, data_seed=args.data_seed, max_samples=args.max_samples,
-                               dense_epochs=args.dense_epochs)
+                               train_samples=args.train_samples, dense_epochs=args.dense_epochs)
     metrics = transfer(args.mask, args.dataset, protocol=args.protocol,
                        budget=Budget.parse(args.budget) if args.budget else None, arch=args.arch,
                        training=training, out=args.out, dense_weights=args.dense_weights, registry=args.registry,
@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, help="seed of the data split (default: --seed)")
     p.add_argument("--max-samples", type=int, help="use a subset of the training split")
+    p.add_argument("--train-samples", type=int, metavar="N",
+                   help="train the student on N images, keeping val and test whole (a data-poor student)")
     p.add_argument("--out", help="run folder (default: runs/transfer-<arch>-<dataset>-<budget>-<protocol>)")
     p.add_argument("--push", metavar="REGISTRY", help="push the student's mask and slim weights to this registry")
     p.add_argument("--overwrite", action="store_true", help="with --push: replace a different mask at the key")

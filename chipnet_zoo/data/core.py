@@ -399,10 +399,11 @@ def _open_parts(name: str, spec: DatasetSpec | None, config: str | None, image_c
 
 
 def _split_rows(name: str, parts: dict[str, _Part | None], val_fraction: float, test_fraction: float,
-                max_samples: int | None, rng: np.random.Generator
+                max_samples: int | None, rng: np.random.Generator, train_samples: int | None = None
                 ) -> tuple[dict[str, tuple[_Part, np.ndarray]], dict[str, int]]:
     """Seeded, stratified ``{role: (source split, rows)}`` (val/test carved from train where the dataset
-    has none; ``max_samples`` caps train and shrinks val/test in proportion) and the sizes before the cap."""
+    has none; ``max_samples`` caps train and shrinks val/test in proportion, then ``train_samples`` caps
+    train alone) and the sizes before the caps."""
     train_p = parts["train"]
     assert train_p is not None
     train_rows = train_p.valid_rows()
@@ -427,6 +428,9 @@ def _split_rows(name: str, parts: dict[str, _Part | None], val_fraction: float, 
             k = max_samples if role == "train" else max(1, round(len(rows) * scale))
             if k < len(rows):
                 roles[role] = (part, _stratified_take(rows, part.labels, k, rng)[0])
+    part, rows = roles["train"]
+    if train_samples is not None and train_samples < len(rows):
+        roles["train"] = (part, _stratified_take(rows, part.labels, train_samples, rng)[0])
     for role, (_, rows) in roles.items():
         if len(rows) == 0:
             raise DatasetError(f"dataset {name!r}: the {role} split is empty (source sizes {full})")
@@ -504,6 +508,7 @@ def load_data(
     test_fraction: float = 0.2,
     seed: int = 0,
     max_samples: int | None = None,
+    train_samples: int | None = None,
     image_size: int | tuple[int, int] | None = None,
     augment: bool = True,
     hflip: bool | None = None,
@@ -518,7 +523,9 @@ def load_data(
 
     Val comes from the training split (``val_fraction`` of it) unless the dataset has a validation split;
     test is the dataset's test split, else ``test_fraction`` of the training split. Splits are stratified
-    by class and recorded in ``split_info``. ``max_samples`` caps train (val/test shrink proportionally).
+    by class and recorded in ``split_info``. ``max_samples`` caps train (val/test shrink proportionally);
+    ``train_samples`` caps train alone, keeping val and test whole (a data-poor student measured on the
+    same test set as a full one).
     ``image_size`` (int or (H, W)) resizes; by default the most common size is used. ``hflip``/``pad``
     override the dataset's augmentation; ``mean``/``std`` override the statistics computed on train.
     ``in_memory`` forces (or forbids) decoding ``datasets`` images once into memory (default: when they fit
@@ -527,18 +534,21 @@ def load_data(
     name = os.fspath(name_or_path)
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError(f"need 0 < val_fraction, test_fraction and val+test < 1, got {val_fraction}, {test_fraction}")
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    for what, cap in (("max_samples", max_samples), ("train_samples", train_samples)):
+        if cap is not None and cap < 1:
+            raise ValueError(f"{what} must be >= 1, got {cap}")
     load_kwargs = {"name_or_path": name, "image_column": image_column, "label_column": label_column,
                    "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
                    "max_samples": max_samples, "augment": augment, "hflip": hflip, "pad": pad, "config": config,
                    "image_size": list(image_size) if isinstance(image_size, tuple | list) else image_size}
+    if train_samples is not None:  # recorded only when set: the load_kwargs of earlier runs stay as they were
+        load_kwargs["train_samples"] = train_samples
     spec = NAMED_DATASETS.get(name.lower()) if not os.path.exists(name) else None
     parts, class_names, source = _open_parts(name, spec, config, image_column, label_column)
     rng = np.random.default_rng(seed)  # one generator, drawn from in this order: splits, probe, statistics
     train_p = parts["train"]
     assert train_p is not None
-    roles, full = _split_rows(name, parts, val_fraction, test_fraction, max_samples, rng)
+    roles, full = _split_rows(name, parts, val_fraction, test_fraction, max_samples, rng, train_samples)
     chans, size = _channels_and_size(train_p, roles[TRAIN][1], image_size, rng)
     used = sum(len(r) for _, r in roles.values())
     eager = in_memory if in_memory is not None else used * chans * size[0] * size[1] <= EAGER_LIMIT_BYTES
@@ -556,6 +566,7 @@ def load_data(
     split_info: dict[str, Any] = {
         "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "max_samples": max_samples,
         "stratified": True,
+        **({"train_samples": train_samples} if train_samples is not None else {}),
         "source_splits": {r: roles[r][0].split for r in ROLES},
         "carved_from_train": [r for r in ("val", "test") if roles[r][0] is train_p],
         "sizes": {r: len(roles[r][1]) for r in ROLES},

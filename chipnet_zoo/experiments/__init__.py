@@ -31,6 +31,7 @@ Config (YAML)::
     recipe: cpu                  # shipped recipe name or a YAML file (relative to the config)
     epochs: {train: 15, prune: 8, finetune: 10}   # optional overrides of the recipe
     max_samples: null            # or a number, or {dataset: number}
+    train_samples: null          # or a number, or {dataset: number}: caps train alone (val/test whole)
     data_seed: 0                 # the data split (the same for every seed and method)
     out: experiments/offline     # relative to the current directory
 

@@ -31,6 +31,9 @@ class ExperimentConfig:
     recipe: str = "cpu"
     epochs: dict[str, int] = field(default_factory=dict)
     max_samples: Any = None
+    #: a cap on the training split alone, val and test kept whole: a number, or ``{dataset: number}`` (a
+    #: data-poor student measured on the same test set as the full one)
+    train_samples: Any = None
     data_seed: int = 0
     out: str = "experiments/default"
     #: seeds added, once every cell of ``seeds`` has finished, wherever a (student, budget) has a method whose
@@ -96,10 +99,19 @@ class ExperimentConfig:
         return raw
 
     def samples(self, dataset: str) -> int | None:
-        if isinstance(self.max_samples, dict):
-            value = self.max_samples.get(dataset)
-            return None if value is None else int(value)
-        return None if self.max_samples is None else int(self.max_samples)
+        """``max_samples`` for ``dataset`` (train capped, val/test shrunk in proportion)."""
+        return _per_dataset(self.max_samples, dataset)
+
+    def train_cap(self, dataset: str) -> int | None:
+        """``train_samples`` for ``dataset`` (train capped, val/test whole)."""
+        return _per_dataset(self.train_samples, dataset)
+
+
+def _per_dataset(value: Any, dataset: str) -> int | None:
+    """A config value given as one number for every dataset or as ``{dataset: number}``."""
+    if isinstance(value, dict):
+        value = value.get(dataset)
+    return None if value is None else int(value)
 
 
 def list_configs() -> list[str]:
@@ -176,12 +188,13 @@ def extra_cells(cfg: ExperimentConfig, rows: list[dict[str, Any]]) -> list[Cell]
 
 
 def lane_of(cfg: ExperimentConfig, cell: Cell, lanes: int) -> int:
-    """The lane of a cell when the grid is split into ``lanes``: its (student, seed) pair's position, mod lanes;
-    a cell of an extra seed goes by that seed's position (both students of a seed share its teacher runs)."""
+    """The lane of a cell when the grid is split into ``lanes``: (student position + seed position) mod lanes,
+    so the students of a seed run side by side (they share their teacher runs) and each lane gets every
+    student in turn (students whose cells cost more do not all land on one lane); a cell of an extra seed
+    goes by that seed's position."""
     if cell.seed in cfg.extra_seeds:
         return cfg.extra_seeds.index(cell.seed) % lanes
-    pairs = [(student, seed) for seed in cfg.seeds for student in cfg.students]
-    return pairs.index((cell.student, cell.seed)) % lanes
+    return (cfg.students.index(cell.student) + cfg.seeds.index(cell.seed)) % lanes
 
 
 def safe_name(name: str) -> str:

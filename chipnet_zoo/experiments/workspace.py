@@ -39,7 +39,8 @@ class Workspace:
         from ..runs import RunRequest
 
         return RunRequest(kind, out=str(out), arch=self.cfg.arch, dataset=dataset, recipe=self.cfg.recipe,
-                          max_samples=self.cfg.samples(dataset), data_seed=self.cfg.data_seed, seed=seed,
+                          max_samples=self.cfg.samples(dataset), train_samples=self.cfg.train_cap(dataset),
+                          data_seed=self.cfg.data_seed, seed=seed,
                           epochs=(self.cfg.epochs or {}).get(kind), resume=True, progress=self.progress,
                           wait_for_lock=True, argv=self.command, **kw)
 
@@ -48,16 +49,22 @@ class Workspace:
 
         return execute(self.request(kind, out, dataset, seed, **kw))
 
+    def data_tag(self, dataset: str) -> str:
+        """``dataset`` in shared run names, with ``-n<N>`` under a ``train_samples`` cap (so a data-poor run
+        never takes the name of a full one in a shared runs folder)."""
+        cap = self.cfg.train_cap(dataset)
+        return safe_name(dataset) + (f"-n{cap}" if cap is not None else "")
+
     def dense(self, dataset: str, seed: int) -> Path:
         """A finished dense ``train`` run on ``dataset`` (trained once per dataset and seed)."""
-        out = self.shared / f"dense-{safe_name(dataset)}-s{seed}"
+        out = self.shared / f"dense-{self.data_tag(dataset)}-s{seed}"
         self._run("train", out, dataset, seed)
         return out
 
     def prune(self, dataset: str, budget: Budget, seed: int) -> Path:
         """A finished ChipNet ``prune`` run from the dense model (once per dataset, budget and seed)."""
         dense = self.dense(dataset, seed)
-        out = self.shared / f"prune-{safe_name(dataset)}-{budget.slug}-s{seed}"
+        out = self.shared / f"prune-{self.data_tag(dataset)}-{budget.slug}-s{seed}"
         self._run("prune", out, dataset, seed, from_run=str(dense), budget=budget)
         return out
 
@@ -80,22 +87,22 @@ class Workspace:
             prune = self.prune(student, budget, s)
             return self.finetune(f"direct-{tag}", student, s, prune / MASK, self.dense(student, s) / WEIGHTS)
         if cell.method in ("random", "l1", "slimming"):
-            dense = self.dense(student, s)
-            return self.finetune(f"{cell.method}-{tag}", student, s, self._mask_file(dense, budget, cell.method, s, tag),
-                                 dense / WEIGHTS)
+            return self.finetune(f"{cell.method}-{tag}", student, s, self.baseline_mask(student, budget, cell.method, s),
+                                 self.dense(student, s) / WEIGHTS)
         if cell.method == "random-scratch":  # transfer-scratch's control: the student's random mask, same schedule
-            mask_file = self._mask_file(self.dense(student, s), budget, "random", s, tag)
+            mask_file = self.baseline_mask(student, budget, "random", s)
             return self._transfer(mask_file, student, s, "scratch", self.root / f"random-scratch-{tag}")
         # transfer-scratch / transfer-finetune
         protocol = cell.method.split("-", 1)[1]
         return self._transfer(self.teacher_mask(cell.teacher, budget, s), student, s, protocol,
                               self.root / f"{cell.method}-{safe_name(cell.teacher)}-{tag}")
 
-    def _mask_file(self, dense_run: Path, budget: Budget, method: str, seed: int, tag: str) -> Path:
-        """A baseline's mask of the dense student (made once, shared by the cells that use it)."""
-        mask_file = self.root / f"{method}-{tag}.mask.safetensors"
+    def baseline_mask(self, student: str, budget: Budget, method: str, seed: int) -> Path:
+        """The file of a baseline's mask (``random``, ``l1``, ``slimming``) of the dense student, made once in
+        ``<out>/runs`` and shared by the cells that use it."""
+        mask_file = self.root / f"{method}-{safe_name(student)}-{budget.slug}-s{seed}.mask.safetensors"
         if not mask_file.is_file():
-            self._baseline_mask(dense_run, budget, method, seed).save(mask_file)
+            self._baseline_mask(self.dense(student, seed), budget, method, seed).save(mask_file)
         return mask_file
 
     def _transfer(self, mask: Any, student: str, seed: int, protocol: str, out: Path) -> dict[str, Any]:
@@ -113,7 +120,7 @@ class Workspace:
             train = phase_config(load_recipe(cfg.recipe), "train", epochs=(cfg.epochs or {}).get("train"))
             epochs, lr = train["epochs"], train["lr"]
         training = StudentTraining(recipe=cfg.recipe, epochs=epochs, lr=lr, seed=seed, data_seed=cfg.data_seed,
-                                   max_samples=cfg.samples(student))
+                                   max_samples=cfg.samples(student), train_samples=cfg.train_cap(student))
         return transfer(mask, student, protocol=protocol, arch=cfg.arch, training=training, registry=self.registry,
                         out=out, dense_weights=dense, progress=self.progress, argv=self.command)
 

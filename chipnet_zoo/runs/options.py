@@ -38,6 +38,7 @@ class RunRequest:
     image_column: str | None = None
     label_column: str | None = None
     max_samples: int | None = None
+    train_samples: int | None = None  # caps the training split alone (val/test whole); see load_data
     data_seed: int | None = None
     image_size: int | None = None
     budget: Budget | None = None
@@ -165,6 +166,9 @@ def resolve(s: RunRequest) -> RunOptions:
     for key, value in (("image_column", s.image_column), ("label_column", s.label_column),
                        ("max_samples", s.max_samples), ("image_size", s.image_size)):
         data_kwargs[key] = value if value is not None else src_kwargs.get(key)
+    train_samples = s.train_samples if s.train_samples is not None else src_kwargs.get("train_samples")
+    if train_samples is not None:  # only when set, so the data_kwargs of earlier runs keep their form
+        data_kwargs["train_samples"] = train_samples
     data_kwargs["seed"] = s.data_seed if s.data_seed is not None else src_kwargs.get("seed", seed)
     for key, value in src_kwargs.items():  # val/test fractions, augmentation, config, ...
         data_kwargs.setdefault(key, value)
@@ -209,6 +213,7 @@ def _run_values(cfg: dict[str, Any]) -> dict[str, tuple[Any, Callable[[Any, Any]
         "image_column": (data.get("image_column"), _same_value),
         "label_column": (data.get("label_column"), _same_value),
         "max_samples": (data.get("max_samples"), _same_value), "image_size": (data.get("image_size"), _same_value),
+        "train_samples": (data.get("train_samples"), _same_value),
         "data_seed": (data.get("seed"), _same_value), "seed": (cfg.get("seed"), _same_value),
         "epochs": (phase.get("epochs"), _same_value), "batch_size": (phase.get("batch_size"), _same_value),
         "lr": (phase.get("lr"), _same_value), "round_to": (phase.get("round_to", 1), _same_value),
