@@ -28,6 +28,7 @@ from pathlib import Path
 from chipnet_zoo.cli.experiment import _lane  # the CLI's K/N parser
 from chipnet_zoo.experiments import ExperimentConfig, lane_of, read_results, run_experiment
 from chipnet_zoo.experiments.config import Cell
+from chipnet_zoo.experiments.report import _row_budget  # the report's budget of a results row
 
 HERE = Path(__file__).parent
 RESULT = HERE / "results" / "grid_time"
@@ -41,14 +42,12 @@ def seed0_config() -> ExperimentConfig:
 
 
 def _cell(row: dict) -> Cell:
-    from chipnet_zoo.budget import Budget
-
-    return Cell(row["teacher"], row["student"], row["method"], Budget(row["budget_type"], float(row["budget"])),
-                int(row["seed"]))
+    return Cell(row["teacher"], row["student"], row["method"], _row_budget(row), int(row["seed"]))
 
 
-def _shape(row: dict) -> tuple[str, str, str, float]:
-    return row["student"], row["method"], row["budget_type"], float(row["budget"])
+def _shape(row: dict) -> tuple:
+    """What a cell's cost depends on: its student, method and budget (not its seed)."""
+    return row["student"], row["method"], _row_budget(row)
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -96,9 +95,9 @@ def report(rerun_dir: Path, grid_dir: Path) -> dict:
         "seeds 0-2, without random-scratch": lanes(lambda r: int(r["seed"]) in base_seeds
                                                    and r["method"] != "random-scratch"),
     }
-    rerun_lanes = [0.0] * LANES
+    rerun_cfg, rerun_lanes = seed0_config(), [0.0] * LANES
     for r in rerun_rows:
-        rerun_lanes[lane_of(seed0_config(), _cell(r), LANES)] += r["seconds"]
+        rerun_lanes[lane_of(rerun_cfg, _cell(r), LANES)] += r["seconds"]
     return {
         "cells": len(rerun_rows), "identical_test_accuracy": len(same), "max_abs_difference": max(diffs),
         "seconds_per_cell": {m: {"rerun_median": statistics.median(by_method_rerun[m]),

@@ -155,6 +155,18 @@ def test_finetune_from_mask_file_on_another_dataset(chain, capsys, tmp_path):
     assert load_run_model(tmp_path / "ft")(torch.randn(2, 1, 16, 16)).shape == (2, 10)
 
 
+def test_train_samples_on_the_command_line_reaches_the_run_and_its_children(chain, capsys, tmp_path):
+    """--train-samples caps the run's training split, keeps val/test whole, and a --from run inherits it."""
+    split = lambda run: json.loads((run / "config.json").read_text())["dataset"]["split_info"]  # noqa: E731
+    cli_json(capsys, "prune", "--from", str(chain["train"]), "--train-samples", "40", "--budget", "flops:0.5",
+             "--epochs", "1", "--no-progress", "--out", str(tmp_path / "prune"))
+    assert split(tmp_path / "prune")["sizes"] == {**split(chain["train"])["sizes"], "train": 40}
+    assert split(tmp_path / "prune")["train_samples"] == 40 and "train_samples" not in split(chain["train"])
+    cli_json(capsys, "finetune", "--from", str(tmp_path / "prune"), "--epochs", "1", "--no-progress",
+             "--out", str(tmp_path / "ft"))  # no --train-samples: the --from run's
+    assert split(tmp_path / "ft")["sizes"]["train"] == 40 and split(tmp_path / "ft")["train_samples"] == 40
+
+
 # --- resume --------------------------------------------------------------------------------------
 def _cli_cmd(*argv: str) -> list[str]:
     return [sys.executable, "-m", "chipnet_zoo", *argv]

@@ -80,7 +80,7 @@ class Workspace:
 
         budget = cell.budget
         s, student = cell.seed, cell.student
-        tag = f"{safe_name(student)}-{budget.slug}-s{s}"
+        tag = _cell_tag(student, budget, s)
         if cell.method == "dense":
             return Run(self.dense(student, s)).metrics() or {}
         if cell.method == "chipnet-direct":  # ChipNet's mask, fine-tuned from the dense student like every method
@@ -100,7 +100,7 @@ class Workspace:
     def baseline_mask(self, student: str, budget: Budget, method: str, seed: int) -> Path:
         """The file of a baseline's mask (``random``, ``l1``, ``slimming``) of the dense student, made once in
         ``<out>/runs`` and shared by the cells that use it."""
-        mask_file = self.root / f"{method}-{safe_name(student)}-{budget.slug}-s{seed}.mask.safetensors"
+        mask_file = self.root / f"{method}-{_cell_tag(student, budget, seed)}.mask.safetensors"
         if not mask_file.is_file():
             self._baseline_mask(self.dense(student, seed), budget, method, seed).save(mask_file)
         return mask_file
@@ -133,3 +133,8 @@ class Workspace:
         model = load_run_model(dense_run)
         return baseline_mask(model, budget, method, example_input=example_input(config), seed=seed,
                              dataset=config["dataset"]["name"], input_size=config["input_size"])
+
+
+def _cell_tag(student: str, budget: Budget, seed: int) -> str:
+    """``<student>-<budget slug>-s<seed>``: the end of the names of a cell's run folders and baseline masks."""
+    return f"{safe_name(student)}-{budget.slug}-s{seed}"
